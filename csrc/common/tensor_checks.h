@@ -1,0 +1,41 @@
+// Checks and layout helpers shared by the tensor-level wrappers of every op.
+//
+// The wrappers are the only code that sees at::Tensor: they validate, pick the memory layout, allocate
+// outputs and hand raw pointers, sizes and strides to the kernels.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace pyaccel_nas {
+
+// The layout an op computes in and returns: channels_last when the input is strictly channels_last
+// (rank 4 or 5), contiguous otherwise. Python's fake kernels apply the same rule
+// (pyaccel_nas/ops/_layout.py), so compiled graphs see the strides the kernels produce.
+inline at::MemoryFormat output_memory_format(const at::Tensor& t) {
+  if (t.is_contiguous()) return at::MemoryFormat::Contiguous;
+  if (t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast)) return at::MemoryFormat::ChannelsLast;
+  if (t.dim() == 5 && t.is_contiguous(at::MemoryFormat::ChannelsLast3d)) return at::MemoryFormat::ChannelsLast3d;
+  return at::MemoryFormat::Contiguous;
+}
+
+inline void check_floating(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": `", name, "` must be a floating-point tensor, got ",
+              t.scalar_type());
+}
+
+inline void check_same_device_dtype(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name,
+                                    const char* ref_name) {
+  TORCH_CHECK(t.device() == ref.device(), op, ": `", name, "` is on ", t.device(), " but `", ref_name, "` is on ",
+              ref.device(), "; all tensors must be on one device");
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": `", name, "` has dtype ", t.scalar_type(), " but `",
+              ref_name, "` has dtype ", ref.scalar_type(), "; all tensors must have one dtype");
+}
+
+inline void check_cpu_dtype(const at::Tensor& t, const char* op) {
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op,
+              ": the CPU kernel supports float32 and float64, got ", t.scalar_type());
+}
+
+}  // namespace pyaccel_nas

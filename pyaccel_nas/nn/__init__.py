@@ -1,0 +1,1 @@
+"""Modules built on the fused ops (filled in by the nn layer)."""

@@ -1,0 +1,13 @@
+"""The fused ops as Python functions: validated, differentiable, torch.compile-able.
+
+Each function calls ``torch.ops.pyaccel_nas.<op>`` when the compiled library has a kernel for the input's
+device, and the pure-PyTorch reference in :mod:`pyaccel_nas.ops.reference` otherwise
+(:func:`pyaccel_nas.info` says which and why).
+"""
+
+from pyaccel_nas.ops import reference
+from pyaccel_nas.ops.channel_gate import channel_gate
+from pyaccel_nas.ops.multires_sum import multires_sum
+from pyaccel_nas.ops.sep_conv2d import sep_conv2d
+
+__all__ = ["channel_gate", "multires_sum", "reference", "sep_conv2d"]
