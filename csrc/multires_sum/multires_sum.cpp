@@ -134,21 +134,27 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> backward_impl(const at::Tensor& 
   const at::Tensor grad_y = grad_y_in.contiguous(format);
   const at::Tensor weights = weights_in.contiguous();
   std::vector<at::Tensor> grad_branches;
-  for (const auto& b : branches) grad_branches.push_back(at::zeros(b.sizes(), b.options().memory_format(format)));
+  for (const auto& b : branches) {
+    // at::zeros ignores the memory format of its options: allocate empty in the format, then zero.
+    grad_branches.push_back(at::empty(b.sizes(), b.options().memory_format(format)).zero_());
+  }
   at::Tensor grad_weights = at::zeros(weights.sizes(), weights.options());
   if (grad_y.numel() == 0) return {grad_branches, grad_weights};
   AT_DISPATCH_FLOATING_TYPES(first.scalar_type(), "multires_sum_backward_cpu", [&] {
     std::vector<MultiresBranch> layout;
     std::vector<const scalar_t*> ptrs;
     std::vector<scalar_t*> grad_ptrs;
+    std::vector<Strides5> grad_strides;
     for (size_t k = 0; k < branches.size(); ++k) {
       layout.push_back(branch_of(branches[k]));
       ptrs.push_back(branches[k].const_data_ptr<scalar_t>());
       grad_ptrs.push_back(grad_branches[k].mutable_data_ptr<scalar_t>());
+      grad_strides.push_back(strides5_of(grad_branches[k]));
     }
     multires_sum_backward_cpu<scalar_t>(shape_of(first, out_size, linear), layout, ptrs,
                                         weights.const_data_ptr<scalar_t>(), grad_y.const_data_ptr<scalar_t>(),
-                                        strides5_of(grad_y), grad_ptrs, grad_weights.mutable_data_ptr<scalar_t>());
+                                        strides5_of(grad_y), grad_ptrs, grad_strides,
+                                        grad_weights.mutable_data_ptr<scalar_t>());
   });
   return {grad_branches, grad_weights};
 }

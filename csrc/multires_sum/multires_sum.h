@@ -17,7 +17,7 @@ struct Strides5 {
 
 struct MultiresBranch {
   int64_t t, h, w;   // spatial size of this branch
-  Strides5 strides;  // strides of this branch (and of its gradient)
+  Strides5 strides;
 };
 
 struct MultiresShape {
@@ -31,10 +31,12 @@ template <typename T>
 void multires_sum_forward_cpu(const MultiresShape& s, const std::vector<MultiresBranch>& layout,
                               const std::vector<const T*>& branches, const T* weights, T* y, Strides5 y_strides);
 
-// grad_branches[k] has the strides of branch k; grad_weights has one entry per branch.
+// grad_branches[k] has the shape of branch k and strides grad_strides[k]; grad_weights has one entry per
+// branch.
 template <typename T>
 void multires_sum_backward_cpu(const MultiresShape& s, const std::vector<MultiresBranch>& layout,
                                const std::vector<const T*>& branches, const T* weights, const T* grad_y,
-                               Strides5 grad_y_strides, const std::vector<T*>& grad_branches, T* grad_weights);
+                               Strides5 grad_y_strides, const std::vector<T*>& grad_branches,
+                               const std::vector<Strides5>& grad_strides, T* grad_weights);
 
 }  // namespace pyaccel_nas

@@ -134,7 +134,8 @@ void multires_sum_forward_cpu(const MultiresShape& s, const std::vector<Multires
 template <typename T>
 void multires_sum_backward_cpu(const MultiresShape& s, const std::vector<MultiresBranch>& layout,
                                const std::vector<const T*>& branches, const T* weights, const T* grad_y,
-                               Strides5 gys, const std::vector<T*>& grad_branches, T* grad_weights) {
+                               Strides5 gys, const std::vector<T*>& grad_branches,
+                               const std::vector<Strides5>& grad_strides, T* grad_weights) {
   const std::vector<BranchTaps> taps = all_taps(s, layout);
   for (size_t k = 0; k < branches.size(); ++k) {
     const MultiresBranch& b = layout[k];
@@ -163,12 +164,12 @@ void multires_sum_backward_cpu(const MultiresShape& s, const std::vector<Multire
             }
           }
         }
-        const int64_t offset = n * b.strides.n + c * b.strides.c + t * b.strides.t + h * b.strides.h;
-        const T* src = branches[k] + offset;
-        T* dst = grad_branches[k] + offset;
+        const Strides5& gs = grad_strides[k];
+        const T* src = branches[k] + n * b.strides.n + c * b.strides.c + t * b.strides.t + h * b.strides.h;
+        T* dst = grad_branches[k] + n * gs.n + c * gs.c + t * gs.t + h * gs.h;
         T row_dot = T(0);
         for (int64_t w = 0; w < b.w; ++w) {
-          dst[w * b.strides.w] = wk * gathered[w];
+          dst[w * gs.w] = wk * gathered[w];
           row_dot += gathered[w] * src[w * b.strides.w];
         }
         acc[0] += static_cast<double>(row_dot);
@@ -184,9 +185,10 @@ template void multires_sum_forward_cpu<double>(const MultiresShape&, const std::
                                                const std::vector<const double*>&, const double*, double*, Strides5);
 template void multires_sum_backward_cpu<float>(const MultiresShape&, const std::vector<MultiresBranch>&,
                                                const std::vector<const float*>&, const float*, const float*, Strides5,
-                                               const std::vector<float*>&, float*);
+                                               const std::vector<float*>&, const std::vector<Strides5>&, float*);
 template void multires_sum_backward_cpu<double>(const MultiresShape&, const std::vector<MultiresBranch>&,
                                                 const std::vector<const double*>&, const double*, const double*,
-                                                Strides5, const std::vector<double*>&, double*);
+                                                Strides5, const std::vector<double*>&, const std::vector<Strides5>&,
+                                                double*);
 
 }  // namespace pyaccel_nas

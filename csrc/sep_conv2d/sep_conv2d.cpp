@@ -106,7 +106,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_impl(
   const at::Tensor x = x_in.contiguous(format);
   const at::Tensor grad_y = grad_y_in.contiguous(format);
   const at::Tensor dw = dw_in.contiguous(), pw = pw_in.contiguous();
-  at::Tensor grad_x = at::zeros(x.sizes(), x.options().memory_format(format));
+  // at::zeros ignores the memory format of its options: allocate empty in the format, then zero.
+  at::Tensor grad_x = at::empty(x.sizes(), x.options().memory_format(format)).zero_();
   at::Tensor grad_dw = at::zeros(dw.sizes(), dw.options());
   at::Tensor grad_pw = at::zeros(pw.sizes(), pw.options());
   at::Tensor grad_bias = at::zeros({s.out_channels}, pw.options());
@@ -114,7 +115,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_impl(
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sep_conv2d_backward_cpu", [&] {
     sep_conv2d_backward_cpu<scalar_t>(s, grad_y.const_data_ptr<scalar_t>(), strides_of(grad_y),
                                       x.const_data_ptr<scalar_t>(), strides_of(x), dw.const_data_ptr<scalar_t>(),
-                                      pw.const_data_ptr<scalar_t>(), grad_x.mutable_data_ptr<scalar_t>(),
+                                      pw.const_data_ptr<scalar_t>(), grad_x.mutable_data_ptr<scalar_t>(), strides_of(grad_x),
                                       grad_dw.mutable_data_ptr<scalar_t>(), grad_pw.mutable_data_ptr<scalar_t>(),
                                       grad_bias.mutable_data_ptr<scalar_t>());
   });

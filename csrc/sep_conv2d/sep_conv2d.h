@@ -27,11 +27,11 @@ void sep_conv2d_forward_cpu(const SepConv2dShape& s, const T* x, Strides4 x_stri
                             const T* bias, T* y, Strides4 y_strides);
 
 // Recomputes the depthwise result row by row; nothing from the forward is needed but its inputs.
-// grad_x: zero-filled, with the strides of x; grad_dw: (C, kh, kw), grad_pw: (C_out, C),
-// grad_bias: (C_out,), all contiguous.
+// grad_x: zero-filled, shaped like x; grad_dw: (C, kh, kw), grad_pw: (C_out, C), grad_bias: (C_out,),
+// all contiguous.
 template <typename T>
 void sep_conv2d_backward_cpu(const SepConv2dShape& s, const T* grad_y, Strides4 grad_y_strides, const T* x,
-                             Strides4 x_strides, const T* dw, const T* pw, T* grad_x, T* grad_dw, T* grad_pw,
-                             T* grad_bias);
+                             Strides4 x_strides, const T* dw, const T* pw, T* grad_x, Strides4 grad_x_strides,
+                             T* grad_dw, T* grad_pw, T* grad_bias);
 
 }  // namespace pyaccel_nas

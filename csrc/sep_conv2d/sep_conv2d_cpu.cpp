@@ -24,10 +24,10 @@ std::vector<T> depthwise_by_tap(const SepConv2dShape& s, const T* dw) {
   return out;
 }
 
-// Calls visit(tap, wo, x_offset) for every in-bounds (tap, output column) of output row `ho`, where
-// x_offset is the element offset of the input pixel the tap reads, relative to the image start.
+// Calls visit(tap, wo, hi, wi) for every in-bounds (tap, output column) of output row `ho`, where
+// (hi, wi) is the input pixel the tap reads.
 template <typename Visit>
-inline void for_each_tap(const SepConv2dShape& s, Strides4 xs, int64_t ho, const Visit& visit) {
+inline void for_each_tap(const SepConv2dShape& s, int64_t ho, const Visit& visit) {
   for (int64_t ki = 0; ki < s.kernel_h; ++ki) {
     const int64_t hi = ho * s.stride_h - s.pad_h + ki * s.dilation_h;
     if (hi < 0 || hi >= s.in_h) continue;
@@ -38,7 +38,7 @@ inline void for_each_tap(const SepConv2dShape& s, Strides4 xs, int64_t ho, const
       const int64_t last_in = s.in_w - 1 - col_offset;
       const int64_t wo_end = last_in < 0 ? 0 : std::min(s.out_w, last_in / s.stride_w + 1);
       for (int64_t wo = wo_begin; wo < wo_end; ++wo) {
-        visit(ki * s.kernel_w + kj, wo, hi * xs.h + (wo * s.stride_w + col_offset) * xs.w);
+        visit(ki * s.kernel_w + kj, wo, hi, wo * s.stride_w + col_offset);
       }
     }
   }
@@ -49,8 +49,8 @@ template <typename T>
 void depthwise_row(const SepConv2dShape& s, const T* x_img, Strides4 xs, const T* dw_by_tap, int64_t ho, T* d) {
   const int64_t C = s.channels, xc = xs.c;
   std::fill(d, d + s.out_w * C, T(0));
-  for_each_tap(s, xs, ho, [&](int64_t tap, int64_t wo, int64_t offset) {
-    const T* xp = x_img + offset;
+  for_each_tap(s, ho, [&](int64_t tap, int64_t wo, int64_t hi, int64_t wi) {
+    const T* xp = x_img + hi * xs.h + wi * xs.w;
     const T* wk = dw_by_tap + tap * C;
     T* dp = d + wo * C;
     if (s.pre_relu) {
@@ -96,7 +96,8 @@ void sep_conv2d_forward_cpu(const SepConv2dShape& s, const T* x, Strides4 xs, co
 
 template <typename T>
 void sep_conv2d_backward_cpu(const SepConv2dShape& s, const T* grad_y, Strides4 gys, const T* x, Strides4 xs,
-                             const T* dw, const T* pw, T* grad_x, T* grad_dw, T* grad_pw, T* grad_bias) {
+                             const T* dw, const T* pw, T* grad_x, Strides4 gxs, T* grad_dw, T* grad_pw,
+                             T* grad_bias) {
   const int64_t C = s.channels, Co = s.out_channels, Wo = s.out_w, taps = s.kernel_h * s.kernel_w;
   const std::vector<T> dw_by_tap = depthwise_by_tap(s, dw);
   // Weight gradients: one accumulator vector [grad_pw (Co*C) | grad_dw by tap (taps*C) | grad_bias (Co)],
@@ -113,7 +114,7 @@ void sep_conv2d_backward_cpu(const SepConv2dShape& s, const T* grad_y, Strides4 
     for (int64_t n = n_begin; n < n_end; ++n) {
       std::fill(image_acc.begin(), image_acc.end(), T(0));
       const T* x_img = x + n * xs.n;
-      T* gx_img = grad_x + n * xs.n;
+      T* gx_img = grad_x + n * gxs.n;
       for (int64_t ho = 0; ho < s.out_h; ++ho) {
         depthwise_row(s, x_img, xs, dw_by_tap.data(), ho, d.data());
         const T* gy_row = grad_y + n * gys.n + ho * gys.h;
@@ -138,26 +139,25 @@ void sep_conv2d_backward_cpu(const SepConv2dShape& s, const T* grad_y, Strides4 
         }
 
         // depthwise: grad_dw += gd * act(x), grad_x += gd * dw * act'(x)
-        for_each_tap(s, xs, ho, [&](int64_t tap, int64_t wo, int64_t x_offset) {
-          // grad_x shares the strides of x, so the same offset addresses it
-          const T* xp = x_img + x_offset;
+        for_each_tap(s, ho, [&](int64_t tap, int64_t wo, int64_t hi, int64_t wi) {
+          const T* xp = x_img + hi * xs.h + wi * xs.w;
+          T* gxp = gx_img + hi * gxs.h + wi * gxs.w;
           const T* wk = dw_by_tap.data() + tap * C;
           const T* gdrow = gd.data() + wo * C;
           T* adw = acc_dw + tap * C;
-          T* gxp = gx_img + x_offset;
-          const int64_t xc = xs.c;
+          const int64_t xc = xs.c, gxc = gxs.c;
           if (s.pre_relu) {
             for (int64_t c = 0; c < C; ++c) {
               const T v = xp[c * xc];
               if (v > T(0)) {
                 adw[c] += gdrow[c] * v;
-                gxp[c * xc] += gdrow[c] * wk[c];
+                gxp[c * gxc] += gdrow[c] * wk[c];
               }
             }
           } else {
             for (int64_t c = 0; c < C; ++c) {
               adw[c] += gdrow[c] * xp[c * xc];
-              gxp[c * xc] += gdrow[c] * wk[c];
+              gxp[c * gxc] += gdrow[c] * wk[c];
             }
           }
         });
@@ -177,8 +177,9 @@ template void sep_conv2d_forward_cpu<float>(const SepConv2dShape&, const float*,
 template void sep_conv2d_forward_cpu<double>(const SepConv2dShape&, const double*, Strides4, const double*,
                                              const double*, const double*, double*, Strides4);
 template void sep_conv2d_backward_cpu<float>(const SepConv2dShape&, const float*, Strides4, const float*, Strides4,
-                                             const float*, const float*, float*, float*, float*, float*);
+                                             const float*, const float*, float*, Strides4, float*, float*, float*);
 template void sep_conv2d_backward_cpu<double>(const SepConv2dShape&, const double*, Strides4, const double*, Strides4,
-                                              const double*, const double*, double*, double*, double*, double*);
+                                              const double*, const double*, double*, Strides4, double*, double*,
+                                              double*);
 
 }  // namespace pyaccel_nas

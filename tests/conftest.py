@@ -1,0 +1,87 @@
+"""Shared test helpers: devices, memory layouts, tolerances, hypothesis settings."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default",
+    max_examples=int(os.environ.get("PYACCEL_NAS_HYPOTHESIS_EXAMPLES", "40")),
+    deadline=None,  # first calls of an op (and compiles) are slow; time is not what these tests measure
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+    print_blob=True,
+)
+settings.load_profile("default")
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+LAYOUTS = ["contiguous", "channels_last", "strided"]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """The same values as ``t`` in the given memory layout (a leaf tensor keeping ``t.requires_grad``)."""
+    if layout == "contiguous":
+        out = t.contiguous()
+    elif layout == "channels_last":
+        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim(), torch.contiguous_format)
+        out = t.contiguous(memory_format=fmt)
+    elif layout == "strided":
+        # a non-contiguous view: every other element of a buffer twice as wide
+        wide = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
+        wide[..., ::2] = t.detach()
+        out = wide[..., ::2]
+    else:
+        raise ValueError(layout)
+    return out.detach().requires_grad_(t.requires_grad)
+
+
+def assert_close_to_reference(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """float64 must agree to rounding; lower precision is judged against a float64 reference."""
+    if actual.dtype == torch.float64:
+        torch.testing.assert_close(actual, expected, rtol=1e-9, atol=1e-9)
+    else:
+        torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=1e-4, atol=1e-4)
+
+
+def check_against_reference(fused, reference, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``fused(*tensors)`` and its gradients w.r.t. every tensor equal ``reference`` computed in float64.
+
+    The tensors are used as given (their memory layout included); the reference gets float64 copies.
+    Returns the fused output.
+    """
+    leaves = [t.detach().requires_grad_() for t in tensors]
+    wide = [t.detach().double().requires_grad_() for t in tensors]
+    y = fused(*leaves)
+    y_ref = reference(*wide)
+    assert y.shape == y_ref.shape and y.dtype == tensors[0].dtype
+    assert_close_to_reference(y, y_ref)
+    if y.numel() > 0:
+        grad_out = torch.randn_like(y_ref)
+        actual = torch.autograd.grad(y, leaves, grad_out.to(y.dtype))
+        expected = torch.autograd.grad(y_ref, wide, grad_out)
+        for a, e in zip(actual, expected):
+            assert a.shape == e.shape
+            assert_close_to_reference(a, e)
+    return y
+
+
+def check_compiles_fullgraph(fn, tensors: list[torch.Tensor]) -> None:
+    """``torch.compile(fn, fullgraph=True)`` (a graph break raises) gives eager's output and gradients."""
+    leaves = [t.detach().requires_grad_() for t in tensors]
+    compiled = torch.compile(fn, fullgraph=True)
+    y = compiled(*leaves)
+    y_eager = fn(*leaves)
+    torch.testing.assert_close(y, y_eager)
+    grad_out = torch.randn_like(y)
+    actual = torch.autograd.grad(y, leaves, grad_out)
+    expected = torch.autograd.grad(y_eager, leaves, grad_out)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e)

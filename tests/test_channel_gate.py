@@ -1,0 +1,121 @@
+"""channel_gate against its reference: values, gradients, thresholds, layouts, compile, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import LAYOUTS, check_against_reference, check_compiles_fullgraph, in_layout
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyaccel_nas.ops import channel_gate, reference
+
+OP = torch.ops.pyaccel_nas.channel_gate
+
+
+def make_inputs(shape, *, dtype=torch.float64, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g, dtype=dtype).to(device)
+    gate = torch.randn(shape[1], generator=g, dtype=dtype).to(device)
+    return x, gate
+
+
+def check_channel_gate(x, gate, threshold):
+    return check_against_reference(
+        lambda x, g: channel_gate(x, g, threshold=threshold),
+        lambda x, g: reference.channel_gate(x, g, threshold=threshold),
+        [x, gate],
+    )
+
+
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=2, max_size=5),
+    empty_batch=st.booleans(),
+    threshold=st.one_of(st.none(), st.floats(0.0, 1.5)),
+    layout=st.sampled_from(LAYOUTS),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_reference_random_shapes(shape, empty_batch, threshold, layout, seed):
+    if empty_batch:
+        shape[0] = 0
+    x, gate = make_inputs(shape, seed=seed)
+    check_channel_gate(in_layout(x, layout), gate, threshold)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(32, 36), (8, 16, 20), (8, 36, 16, 16), (4, 16, 4, 8, 8)])
+def test_float32(device, layout, shape):
+    x, gate = make_inputs(shape, dtype=torch.float32, device=device)
+    check_channel_gate(in_layout(x, layout), gate, 0.5)
+
+
+def test_threshold_zeroes_small_gates_and_their_gradient():
+    x = torch.randn(3, 4, 5, 5)
+    gate = torch.tensor([0.05, -0.5, -0.01, 2.0], requires_grad=True)
+    y = channel_gate(x, gate, threshold=0.1)
+    assert torch.equal(y[:, 0], torch.zeros_like(y[:, 0])) and torch.equal(y[:, 2], torch.zeros_like(y[:, 2]))
+    torch.testing.assert_close(y[:, 1], -0.5 * x[:, 1])
+    y.sum().backward()
+    assert gate.grad[0] == 0 and gate.grad[2] == 0
+    torch.testing.assert_close(gate.grad[3], x[:, 3].sum())
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_output_keeps_memory_layout(layout):
+    x, gate = make_inputs((2, 5, 6, 7))
+    y = channel_gate(in_layout(x, layout), gate)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    assert y.is_contiguous(memory_format=fmt)
+
+
+def test_gradcheck_float64():
+    for shape in [(3, 4), (2, 3, 5), (2, 3, 4, 5), (2, 3, 2, 3, 4)]:
+        x, gate = make_inputs(shape)
+        args = [x.requires_grad_(), gate.requires_grad_()]
+        assert torch.autograd.gradcheck(lambda x, g: channel_gate(x, g), args)
+        assert torch.autograd.gradcheck(lambda x, g: channel_gate(x, g, threshold=0.3), args)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.2])
+def test_opcheck(threshold):
+    x, gate = make_inputs((2, 6, 5, 4), dtype=torch.float32)
+    torch.library.opcheck(OP, (x.requires_grad_(), gate.requires_grad_(), threshold))
+    torch.library.opcheck(OP, (in_layout(x, "channels_last"), gate.detach(), threshold))
+    torch.library.opcheck(
+        torch.ops.pyaccel_nas.channel_gate_backward, (torch.randn(2, 6, 5, 4), x.detach(), gate.detach(), threshold)
+    )
+
+
+def test_dispatches_to_cpp_kernel():
+    for name in ("channel_gate", "channel_gate_backward"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyaccel_nas::{name}", "CPU")
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_forward_backward():
+    x, gate = make_inputs((4, 8, 6, 6), dtype=torch.float32)
+    check_compiles_fullgraph(lambda x, g: channel_gate(x.relu(), g, threshold=0.1) * 2, [x, gate])
+
+
+BAD_INPUTS = [
+    ("rank 1 x", (torch.randn(4), torch.randn(4)), {}, "`x` must have rank"),
+    ("rank 6 x", (torch.randn(1, 2, 1, 1, 1, 1), torch.randn(2)), {}, "`x` must have rank"),
+    ("gate length", (torch.randn(2, 4, 3), torch.randn(3)), {}, "`gate` must have shape"),
+    ("gate rank", (torch.randn(2, 4, 3), torch.randn(4, 1)), {}, "`gate` must have shape"),
+    ("integer x", (torch.ones(2, 4, dtype=torch.int32), torch.randn(4)), {}, "floating-point"),
+    ("mixed dtypes", (torch.randn(2, 4), torch.randn(4, dtype=torch.float64)), {}, "dtype"),
+    ("negative threshold", (torch.randn(2, 4), torch.randn(4)), {"threshold": -1.0}, "`threshold` must be"),
+    ("nan threshold", (torch.randn(2, 4), torch.randn(4)), {"threshold": float("nan")}, "`threshold` must be"),
+]
+
+
+@pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_raises_clear_error(desc, args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        channel_gate(*args, **kwargs)
+
+
+@pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_to_raw_op_raises_runtime_error(desc, args, kwargs, message):
+    with pytest.raises(RuntimeError, match="pyaccel_nas::channel_gate"):
+        OP(*args, kwargs.get("threshold"))

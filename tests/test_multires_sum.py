@@ -1,0 +1,173 @@
+"""multires_sum against its reference: values, gradients, modes, layouts, compile, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import LAYOUTS, check_against_reference, check_compiles_fullgraph, in_layout
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyaccel_nas.ops import multires_sum, reference
+
+OP = torch.ops.pyaccel_nas.multires_sum
+LINEAR = {4: "bilinear", 5: "trilinear"}
+
+
+def make_branches(n, c, sizes, *, dtype=torch.float64, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    branches = [torch.randn(n, c, *size, generator=g, dtype=dtype).to(device) for size in sizes]
+    weights = torch.randn(len(sizes), generator=g, dtype=dtype).to(device)
+    return branches, weights
+
+
+def check_multires_sum(branches, weights, size, mode):
+    return check_against_reference(
+        lambda w, *b: multires_sum(list(b), w, size=size, mode=mode),
+        lambda w, *b: reference.multires_sum(list(b), w, size=size, mode=mode),
+        [weights, *branches],
+    )
+
+
+def divisor(data, value):
+    return data.draw(st.sampled_from([d for d in range(1, value + 1) if value % d == 0]))
+
+
+@given(
+    data=st.data(),
+    rank=st.sampled_from([4, 5]),
+    n=st.integers(0, 3),
+    c=st.integers(1, 4),
+    num_branches=st.integers(1, 4),
+    linear=st.booleans(),
+    explicit_size=st.booleans(),
+    layout=st.sampled_from(LAYOUTS),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_reference_random_shapes(data, rank, n, c, num_branches, linear, explicit_size, layout, seed):
+    out = [data.draw(st.integers(1, 12 if rank == 4 else 8)) for _ in range(rank - 2)]
+    sizes = [[o // divisor(data, o) for o in out] for _ in range(num_branches)]
+    branches, weights = make_branches(n, c, sizes, seed=seed)
+    branches = [in_layout(b, data.draw(st.sampled_from(LAYOUTS))) for b in branches]
+    branches[0] = in_layout(branches[0], layout)
+    check_multires_sum(branches, weights, out if explicit_size else None, LINEAR[rank] if linear else "nearest")
+
+
+DARTS_AND_MDP_CASES = [
+    # (N, C, branch spatial sizes): MDP 2-D blocks at scale 1, 1/2, 1/4 and 3-D (T,H,W) factors
+    (8, 16, [(32, 32), (16, 16), (8, 8)]),
+    (4, 16, [(8, 16, 16), (8, 8, 8), (4, 8, 8)]),
+    (8, 36, [(16, 16), (16, 16), (16, 16)]),  # equal resolutions: a DARTS mixed-op weighted sum
+]
+
+
+@pytest.mark.parametrize("linear", [False, True])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("n,c,sizes", DARTS_AND_MDP_CASES)
+def test_float32(device, n, c, sizes, layout, linear):
+    branches, weights = make_branches(n, c, sizes, dtype=torch.float32, device=device)
+    mode = LINEAR[len(sizes[0]) + 2] if linear else "nearest"
+    check_multires_sum([in_layout(b, layout) for b in branches], weights, None, mode)
+
+
+def test_non_power_of_two_ratios():
+    branches, weights = make_branches(2, 3, [(12, 15), (4, 5), (6, 3), (1, 1)])
+    for mode in ("nearest", "bilinear"):
+        check_multires_sum(branches, weights, None, mode)
+        check_multires_sum(branches, weights, [24, 30], mode)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_output_takes_memory_layout_of_first_branch(layout):
+    branches, weights = make_branches(2, 5, [(8, 8), (4, 4)])
+    y = multires_sum([in_layout(branches[0], layout), branches[1]], weights)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    assert y.is_contiguous(memory_format=fmt)
+
+
+def test_empty_batch():
+    branches, weights = make_branches(0, 3, [(8, 8), (4, 4)])
+    weights.requires_grad_()
+    y = multires_sum(branches, weights, mode="bilinear")
+    assert y.shape == (0, 3, 8, 8)
+    y.sum().backward()
+    assert torch.equal(weights.grad, torch.zeros_like(weights))
+
+
+def test_gradcheck_float64():
+    branches, weights = make_branches(2, 3, [(4, 6, 8), (2, 3, 4), (1, 3, 2)])
+    args = [weights.requires_grad_()] + [b.requires_grad_() for b in branches]
+    for mode in ("nearest", "trilinear"):
+        assert torch.autograd.gradcheck(lambda w, *b: multires_sum(list(b), w, mode=mode), args)
+        assert torch.autograd.gradcheck(lambda w, *b: multires_sum(list(b), w, size=(8, 12, 16), mode=mode), args)
+    branches, weights = make_branches(2, 3, [(6, 6), (3, 2)])
+    args = [weights.requires_grad_()] + [b.requires_grad_() for b in branches]
+    assert torch.autograd.gradcheck(lambda w, *b: multires_sum(list(b), w, mode="bilinear"), args)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_opcheck(mode):
+    branches, weights = make_branches(2, 4, [(8, 6), (4, 3), (2, 1)], dtype=torch.float32)
+    args = ([b.requires_grad_() for b in branches], weights.requires_grad_())
+    torch.library.opcheck(OP, args + (None, mode))
+    torch.library.opcheck(OP, args + ([16, 12], mode))
+    cl = [in_layout(b, "channels_last") for b in branches]
+    torch.library.opcheck(OP, (cl, weights.detach(), None, mode))
+    torch.library.opcheck(
+        torch.ops.pyaccel_nas.multires_sum_backward,
+        (torch.randn(2, 4, 8, 6), [b.detach() for b in branches], weights.detach(), mode),
+    )
+
+
+def test_opcheck_3d():
+    branches, weights = make_branches(2, 3, [(4, 4, 4), (2, 2, 4)], dtype=torch.float32)
+    torch.library.opcheck(OP, ([b.requires_grad_() for b in branches], weights.requires_grad_(), None, "trilinear"))
+
+
+def test_dispatches_to_cpp_kernel():
+    for name in ("multires_sum", "multires_sum_backward"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyaccel_nas::{name}", "CPU")
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_forward_backward():
+    branches, weights = make_branches(4, 8, [(8, 8), (4, 4), (2, 2)], dtype=torch.float32)
+
+    def mixed(logits, *b):
+        return multires_sum(list(b), logits.softmax(0), mode="bilinear").relu()
+
+    check_compiles_fullgraph(mixed, [weights, *branches])
+
+
+def _b(*shape, dtype=torch.float32):
+    return torch.randn(*shape, dtype=dtype)
+
+
+BAD_INPUTS = [
+    ("empty branch list", ([], torch.randn(0)), {}, "`branches` must not be empty"),
+    ("weights length", ([_b(1, 2, 4, 4), _b(1, 2, 2, 2)], torch.randn(3)), {}, "`weights` must have shape"),
+    ("rank 3 branch", ([_b(1, 2, 4)], torch.randn(1)), {}, "must have rank 4 or 5"),
+    ("mixed ranks", ([_b(1, 2, 4, 4), _b(1, 2, 2, 2, 2)], torch.randn(2)), {}, "must have rank 4"),
+    ("channel mismatch", ([_b(1, 2, 4, 4), _b(1, 3, 2, 2)], torch.randn(2)), {}, "must have \\(N, C\\)"),
+    ("non-integer ratio", ([_b(1, 2, 6, 6), _b(1, 2, 4, 4)], torch.randn(2)), {}, "integer multiple"),
+    ("size not a multiple", ([_b(1, 2, 4, 4)], torch.randn(1)), {"size": [6, 6]}, "integer multiple"),
+    ("size length", ([_b(1, 2, 4, 4)], torch.randn(1)), {"size": [8, 8, 8]}, "`size` must have 2 elements"),
+    ("integer branch", ([torch.ones(1, 2, 4, 4, dtype=torch.int64)], torch.randn(1)), {}, "floating-point"),
+    ("mixed dtypes", ([_b(1, 2, 4, 4), _b(1, 2, 2, 2, dtype=torch.float64)], torch.randn(2)), {}, "dtype"),
+    ("weights dtype", ([_b(1, 2, 4, 4)], torch.randn(1, dtype=torch.float64)), {}, "dtype"),
+    ("trilinear on 4-D", ([_b(1, 2, 4, 4)], torch.randn(1)), {"mode": "trilinear"}, "`mode` must be"),
+    ("unknown mode", ([_b(1, 2, 4, 4)], torch.randn(1)), {"mode": "bicubic"}, "`mode` must be"),
+]
+
+
+@pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_raises_clear_error(desc, args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        multires_sum(*args, **kwargs)
+
+
+@pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_to_raw_op_raises_runtime_error(desc, args, kwargs, message):
+    branches, weights = args
+    with pytest.raises(RuntimeError, match="pyaccel_nas::multires_sum"):
+        OP(branches, weights, kwargs.get("size"), kwargs.get("mode", "nearest"))
