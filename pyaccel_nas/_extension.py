@@ -48,7 +48,7 @@ def fallback_reason(op: str, device_type: str) -> str | None:
     if has_kernel(op, device_type):
         return None
     if not LOADED:
-        return f"the compiled library failed to load ({LOAD_ERROR}); reinstall with `pip install --no-build-isolation .`"
+        return f"the compiled library failed to load: {LOAD_ERROR}; reinstall with `pip install --no-build-isolation .`"
     if device_type == "cuda":
-        return "this build has no CUDA kernels (built without CUDA; rebuild on a CUDA machine or with FORCE_CUDA=1)"
+        return "this build has no CUDA kernels: it was built without CUDA; rebuild on a CUDA machine or with FORCE_CUDA=1"
     return f"no compiled kernel for device type '{device_type}'"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -45,3 +46,12 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+
+
+def test_cli_info_prints_kernels_and_json():
+    out = subprocess.run([sys.executable, "-m", "pyaccel_nas.cli", "info"], capture_output=True, text=True, check=True)
+    assert "sep_conv2d" in out.stdout and "kernels: cpu" in out.stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pyaccel_nas.cli", "info", "--json"], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout)["ops"]["multires_sum"]["kernels"]["cpu"] is True
