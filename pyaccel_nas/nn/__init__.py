@@ -1,1 +1,26 @@
-"""Modules built on the fused ops (filled in by the nn layer)."""
+"""Modules built on the fused ops; each can run the pure-PyTorch reference instead (``fused=False``).
+
+    from pyaccel_nas import nn as pnn
+    block = pnn.SepConv2d(16, 32, 3, padding=1)            # ReLU -> depthwise 3x3 -> pointwise, one op
+    model = pnn.fuse_modules(model)                        # rewrite plain ReLU/depthwise/1x1 runs in place
+    pnn.set_fused(model, False)                            # the same network on reference ops
+"""
+
+from pyaccel_nas.nn.darts import DilConv, SepConv
+from pyaccel_nas.nn.fuse import find_fusable, fuse_modules
+from pyaccel_nas.nn.fusable import FusableModule, set_fused
+from pyaccel_nas.nn.gate import ChannelGate
+from pyaccel_nas.nn.multires import MultiResSum
+from pyaccel_nas.nn.sep_conv import SepConv2d
+
+__all__ = [
+    "ChannelGate",
+    "DilConv",
+    "FusableModule",
+    "MultiResSum",
+    "SepConv",
+    "SepConv2d",
+    "find_fusable",
+    "fuse_modules",
+    "set_fused",
+]

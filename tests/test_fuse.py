@@ -1,0 +1,341 @@
+"""fuse_modules: which sequences it rewrites, and that the rewritten model computes what the original did."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import OrderedDict
+
+import darts_original
+import pytest
+import torch
+from darts_original import DARTS_CONVS, build
+from torch import nn
+
+import pyaccel_nas.nn as pnn
+
+TOLERANCES = {torch.float64: {"rtol": 1e-10, "atol": 1e-10}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    torch.testing.assert_close(actual, expected, **TOLERANCES[actual.dtype])
+
+
+def randn(*shape, dtype=torch.float64, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def dw(c: int, k=3, **kwargs) -> nn.Conv2d:
+    return nn.Conv2d(c, c, k, groups=c, bias=kwargs.pop("bias", False), **kwargs)
+
+
+def pw(c_in: int, c_out: int, **kwargs) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 1, bias=kwargs.pop("bias", False), **kwargs)
+
+
+def forward_backward(model: nn.Module, x: torch.Tensor):
+    x = x.detach().clone().requires_grad_()
+    out = model(x)
+    out.backward(randn(*out.shape, dtype=out.dtype, seed=1))
+    return out, x.grad
+
+
+def fuse_and_check(model: nn.Module, x: torch.Tensor, expected: list[str], *, same_grads: bool = True) -> nn.Module:
+    """Fuses ``model`` in place and checks it against an unfused copy: the fused sites, state_dict keys and
+    values, Parameter objects, and outputs in eval and train mode (and gradients, unless a bias was folded).
+    Returns the unfused copy."""
+    original = copy.deepcopy(model)
+    params = list(model.parameters())  # the copy's parameters, in the same order, are their twins
+    params_before = {id(p) for p in params}
+    assert pnn.find_fusable(model) == expected
+    assert pnn.fuse_modules(model) is model
+    fused_names = [name for name, m in model.named_modules() if isinstance(m, pnn.SepConv2d)]
+    assert fused_names == expected
+    for name in expected:
+        sep = model.get_submodule(name)
+        # The convolutions' own weight Parameters, not copies.
+        assert id(sep.dw_weight) in params_before and id(sep.pw_weight) in params_before
+        assert sep.dw_weight is not sep.pw_weight
+    # Only the absorbed convolutions' keys go; every other key keeps its name and value.
+    before, after = original.state_dict(), model.state_dict()
+    for key in set(before) - set(after):
+        assert isinstance(original.get_submodule(key.rpartition(".")[0]), nn.Conv2d), key
+    for key, value in after.items():
+        if not any(key.startswith(name + ".") for name in expected):
+            assert torch.equal(value, before[key]), key
+
+    for train in (False, True):
+        original.train(train)
+        model.train(train)
+        model.zero_grad(set_to_none=True)
+        original.zero_grad(set_to_none=True)
+        (out, x_grad), (out_ref, x_grad_ref) = forward_backward(model, x), forward_backward(original, x)
+        assert_close(out, out_ref)
+        assert out.is_contiguous(memory_format=torch.channels_last) == out_ref.is_contiguous(
+            memory_format=torch.channels_last
+        )
+        if same_grads:
+            assert_close(x_grad, x_grad_ref)
+            kept = {id(p) for p in model.parameters()}
+            for p, p_ref in zip(params, original.parameters(), strict=True):
+                if id(p) in kept:
+                    assert_close(p.grad, p_ref.grad)
+    # BatchNorm running statistics after training mode; keys under the fused sites are new.
+    after = model.state_dict()
+    for key, value in original.state_dict().items():
+        if key in after and not any(key.startswith(name + ".") for name in expected):
+            if value.is_floating_point():
+                assert_close(after[key], value)
+            else:
+                assert torch.equal(after[key], value), key
+    return original
+
+
+def mobilenet_like(c: int = 4) -> nn.Sequential:
+    """Separable blocks as in Xception / DARTS (no norm between depthwise and pointwise), in one Sequential."""
+    return nn.Sequential(
+        nn.Conv2d(3, c, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c),
+        nn.ReLU(inplace=True),
+        dw(c, padding=1),  # 3: fused with the ReLU before it
+        pw(c, 2 * c),
+        nn.BatchNorm2d(2 * c),
+        nn.ReLU(inplace=True),
+        dw(2 * c, stride=2, padding=1),  # 7: strided
+        pw(2 * c, 2 * c, bias=True),
+        nn.BatchNorm2d(2 * c),
+        dw(2 * c, 5, padding=4, dilation=2),  # 10: dilated, no ReLU before it
+        pw(2 * c, 3 * c),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(3 * c, 5),
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_mobilenet_like_sequential(dtype):
+    torch.manual_seed(0)
+    model = mobilenet_like().to(dtype)
+    fuse_and_check(model, randn(2, 3, 12, 12, dtype=dtype), ["3", "7", "10"])
+    assert [type(m).__name__ for m in model] == [
+        "Conv2d", "BatchNorm2d", "Identity", "SepConv2d", "Identity", "BatchNorm2d", "Identity", "SepConv2d", "Identity",
+        "BatchNorm2d", "SepConv2d", "Identity", "ReLU", "AdaptiveAvgPool2d", "Flatten", "Linear",
+    ]  # fmt: skip
+    assert [(m.stride, m.padding, m.dilation, m.pre_relu, m.bias is not None) for m in (model[3], model[7])] == [
+        ((1, 1), (1, 1), (1, 1), True, False),
+        ((2, 2), (1, 1), (1, 1), True, True),
+    ]
+    assert (model[10].kernel_size, model[10].dilation, model[10].pre_relu) == ((5, 5), (2, 2), False)
+
+
+class Nested(nn.Module):
+    def __init__(self, c: int = 3) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Sequential(nn.ReLU(), dw(c, padding=1), pw(c, c)),
+            nn.Sequential(nn.Sequential(dw(c, padding=1), pw(c, 2 * c)), nn.BatchNorm2d(2 * c)),
+        )
+        self.head = nn.Sequential(OrderedDict(act=nn.ReLU(), depthwise=dw(2 * c, 3, padding=(1, 2), dilation=(1, 2)),
+                                              pointwise=pw(2 * c, c, bias=True)))  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x)) + x
+
+
+def test_nested_sequentials_and_named_entries():
+    torch.manual_seed(0)
+    model = Nested()
+    fuse_and_check(model.double(), randn(2, 3, 9, 9), ["body.0.1", "body.1.0.0", "head.depthwise"])
+    assert isinstance(model.head.act, nn.Identity) and isinstance(model.head.pointwise, nn.Identity)
+    assert model.get_submodule("body.1.0.0").pre_relu is False
+
+
+class DartsCell(nn.Module):
+    """A sum of DARTS ops built from ``namespace``, as in a DARTS MixedOp / cell edge."""
+
+    def __init__(self, namespace, stride: int, c: int = 4) -> None:
+        super().__init__()
+        self.edges = nn.ModuleList(build(namespace, name, c, c, stride) for name in DARTS_CONVS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(edge(x) for edge in self.edges)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_original_darts_ops_fuse(stride):
+    torch.manual_seed(0)
+    model = DartsCell(darts_original, stride).double()
+    expected = ["edges.0.op.1", "edges.0.op.5", "edges.1.op.1", "edges.1.op.5", "edges.2.op.1", "edges.3.op.1"]
+    fuse_and_check(model, randn(2, 4, 10, 10), expected)
+    # Same as the package's own DARTS ops with the original's weights.
+    ours = DartsCell(pnn, stride).double()
+    torch.manual_seed(1)
+    original = DartsCell(darts_original, stride).double()
+    ours.load_state_dict(original.state_dict(), strict=True)
+    x = randn(2, 4, 10, 10)
+    assert_close(pnn.fuse_modules(original)(x), ours(x))
+
+
+def test_package_darts_ops_are_left_alone():
+    torch.manual_seed(0)
+    model = DartsCell(pnn, 1)
+    before = repr(model), copy.deepcopy(model.state_dict())
+    assert pnn.find_fusable(model) == []
+    pnn.fuse_modules(model)
+    assert repr(model) == before[0]
+    assert model.state_dict().keys() == before[1].keys()
+
+
+@pytest.mark.parametrize("pw_bias", [False, True])
+def test_depthwise_bias_is_folded_into_pointwise_bias(pw_bias):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ReLU(), dw(3, padding=1, bias=True), pw(3, 5, bias=pw_bias)).double()
+    dw_bias, pw_weight = model[1].bias.detach().clone(), model[2].weight.detach().clone()
+    expected_bias = pw_weight[:, :, 0, 0] @ dw_bias + (model[2].bias.detach() if pw_bias else 0)
+    fuse_and_check(model, randn(2, 3, 6, 6), ["1"], same_grads=False)
+    assert torch.allclose(model[1].bias, expected_bias, rtol=0, atol=1e-15)
+    assert model[1].bias.requires_grad
+
+
+def test_pointwise_bias_is_the_same_parameter():
+    model = nn.Sequential(dw(3, padding=1), pw(3, 5, bias=True))
+    bias = model[1].bias
+    pnn.fuse_modules(model)
+    assert model[0].bias is bias
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        {"kernel_size": 3, "stride": 2, "padding": 0},
+        {"kernel_size": (3, 5), "stride": (2, 1), "padding": (1, 2)},
+        {"kernel_size": 3, "padding": 2, "dilation": 2},
+        {"kernel_size": (5, 3), "stride": (1, 3), "padding": (0, 3), "dilation": (2, 3)},
+        {"kernel_size": 1, "stride": 2},
+        {"kernel_size": 3, "padding": "valid"},
+    ],
+)
+def test_stride_padding_dilation_variants(conv):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ReLU(), nn.Conv2d(4, 4, groups=4, bias=False, **conv), pw(4, 6)).double()
+    fuse_and_check(model, randn(2, 4, 13, 11), ["1"])
+
+
+def test_channels_last_input():
+    torch.manual_seed(0)
+    model = mobilenet_like().double().to(memory_format=torch.channels_last)
+    x = randn(2, 3, 12, 12).contiguous(memory_format=torch.channels_last)
+    fuse_and_check(model, x, ["3", "7", "10"])
+    # The checks compare output layouts too; this one is channels_last up to the pooling.
+    features = model[:13](x)
+    assert features.is_contiguous(memory_format=torch.channels_last)
+
+
+class CustomConv(nn.Conv2d):
+    """A Conv2d subclass may compute something else: never fused."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 2
+
+
+class Residual(nn.Sequential):
+    """A Sequential subclass with its own forward: its entries are not a plain chain, never fused."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
+
+
+def with_hook(m: nn.Module) -> nn.Module:
+    m.register_forward_hook(lambda module, args, out: out * 2)
+    return m
+
+
+NOT_FUSABLE = {
+    "reflect padding": lambda: nn.Sequential(nn.ReLU(), dw(3, padding=1, padding_mode="reflect"), pw(3, 3)),
+    "same padding": lambda: nn.Sequential(nn.ReLU(), dw(3, padding="same"), pw(3, 3)),
+    "strided pointwise": lambda: nn.Sequential(dw(3, padding=1), pw(3, 3, stride=2)),
+    "padded pointwise": lambda: nn.Sequential(dw(3, padding=1), pw(3, 3, padding=1)),
+    "3x3 after depthwise": lambda: nn.Sequential(dw(3, padding=1), nn.Conv2d(3, 3, 3, padding=1)),
+    "grouped pointwise": lambda: nn.Sequential(dw(4, padding=1), pw(4, 4, groups=2)),
+    "grouped, not depthwise": lambda: nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=2), pw(4, 4)),
+    "depth multiplier 2": lambda: nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, groups=3), pw(6, 3)),
+    "norm in between": lambda: nn.Sequential(dw(3, padding=1), nn.BatchNorm2d(3), pw(3, 3)),
+    "pointwise first": lambda: nn.Sequential(nn.ReLU(), pw(3, 3), dw(3, padding=1)),
+    "Conv2d subclass": lambda: nn.Sequential(nn.ReLU(), CustomConv(3, 3, 3, padding=1, groups=3), pw(3, 3)),
+    "Sequential subclass": lambda: Residual(nn.ReLU(), dw(3, padding=1), pw(3, 3)),
+    "hooked depthwise": lambda: nn.Sequential(nn.ReLU(), with_hook(dw(3, padding=1)), pw(3, 3)),
+    "hooked pointwise": lambda: nn.Sequential(nn.ReLU(), dw(3, padding=1), with_hook(pw(3, 3))),
+    "mixed dtypes": lambda: nn.Sequential(dw(3, padding=1), pw(3, 3).double(), nn.Flatten()),
+}
+
+
+@pytest.mark.parametrize("make", NOT_FUSABLE.values(), ids=NOT_FUSABLE.keys())
+def test_models_without_a_match_are_unchanged(make):
+    torch.manual_seed(0)
+    model = make()
+    before, state = repr(model), copy.deepcopy(model.state_dict())
+    assert pnn.find_fusable(model) == []
+    assert pnn.fuse_modules(model) is model
+    assert repr(model) == before
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_hooked_relu_stays_and_is_not_absorbed():
+    torch.manual_seed(0)
+    calls = []
+    relu = nn.ReLU()
+    relu.register_forward_hook(lambda module, args, out: calls.append(1))
+    model = nn.Sequential(relu, dw(3, padding=1), pw(3, 3)).double()
+    fuse_and_check(model, randn(1, 3, 5, 5), ["1"])
+    assert model[0] is relu and model[1].pre_relu is False
+    assert calls  # the hook still runs
+
+
+def test_pointwise_padding_mode_is_irrelevant():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.ReLU(), dw(3, padding=1), pw(3, 4, padding_mode="reflect")).double()
+    fuse_and_check(model, randn(1, 3, 5, 5), ["1"])
+
+
+def test_shared_sequential_is_fused_once():
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.ReLU(), dw(3, padding=1), pw(3, 3))
+    model = nn.Sequential(block, nn.BatchNorm2d(3), block).double()
+    assert pnn.find_fusable(model) == ["0.1"]
+    x = randn(2, 3, 6, 6)
+    expected = copy.deepcopy(model).eval()(x)
+    pnn.fuse_modules(model)
+    assert model[0] is model[2] and isinstance(model[2][1], pnn.SepConv2d)
+    assert_close(model.eval()(x), expected)
+
+
+def test_second_call_fuses_nothing_and_counts_are_logged(caplog):
+    torch.manual_seed(0)
+    model = mobilenet_like()
+    with caplog.at_level(logging.INFO, logger="pyaccel_nas.nn.fuse"):
+        pnn.fuse_modules(model)
+        fused_repr = repr(model)
+        pnn.fuse_modules(model)
+    assert repr(model) == fused_repr
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [
+        "fuse_modules: fused 3 sequence(s) into SepConv2d: ['3', '7', '10']",
+        "fuse_modules: fused 0 sequence(s) into SepConv2d: []",
+    ]
+
+
+def test_fused_model_runs_reference_ops_too():
+    torch.manual_seed(0)
+    model = pnn.fuse_modules(mobilenet_like().double()).eval()
+    x = randn(2, 3, 12, 12)
+    fused = model(x)
+    assert_close(pnn.set_fused(model, False)(x), fused)
+    assert all(not m.fused for m in model.modules() if isinstance(m, pnn.SepConv2d))
+
+
+def test_training_mode_is_kept():
+    model = mobilenet_like().eval()
+    pnn.fuse_modules(model)
+    assert not any(m.training for m in model.modules())
