@@ -38,17 +38,35 @@ KERNELS: dict[str, dict[str, bool]] = {
 }
 
 
-def has_kernel(op: str, device_type: str) -> bool:
-    """Whether ``op`` has compiled forward and backward kernels for ``device_type`` ("cpu", "cuda", ...)."""
-    return KERNELS[op].get(device_type, False)
+# The dtypes the compiled kernels of each device compute in; others run the reference.
+KERNEL_DTYPES: dict[str, tuple[torch.dtype, ...]] = {"cpu": (torch.float32, torch.float64)}
 
 
-def fallback_reason(op: str, device_type: str) -> str | None:
-    """Why ``op`` runs its reference implementation on ``device_type``, or None if it runs a compiled kernel."""
-    if has_kernel(op, device_type):
+def has_kernel(op: str, device_type: str, dtype: torch.dtype | None = None) -> bool:
+    """Whether ``op`` has compiled forward and backward kernels for ``device_type`` ("cpu", "cuda", ...) and,
+    if given, for ``dtype``."""
+    if not KERNELS[op].get(device_type, False):
+        return False
+    return dtype is None or dtype in KERNEL_DTYPES.get(device_type, ())
+
+
+def fallback_reason(op: str, device_type: str, dtype: torch.dtype | None = None) -> str | None:
+    """Why ``op`` runs its reference implementation on ``device_type`` (and ``dtype``), or None if it runs a
+    compiled kernel."""
+    if has_kernel(op, device_type, dtype):
         return None
+    if KERNELS[op].get(device_type, False):
+        supported = ", ".join(str(d).removeprefix("torch.") for d in KERNEL_DTYPES.get(device_type, ()))
+        return f"the {device_type} kernel computes in {supported}, not {str(dtype).removeprefix('torch.')}"
     if not LOADED:
         return f"the compiled library failed to load: {LOAD_ERROR}; reinstall with `pip install --no-build-isolation .`"
     if device_type == "cuda":
         return "this build has no CUDA kernels: it was built without CUDA; rebuild on a CUDA machine or with FORCE_CUDA=1"
     return f"no compiled kernel for device type '{device_type}'"
+
+
+def autocast_enabled(t) -> bool:
+    """Whether autocast is on for the device of tensor ``t``. The ops then run their reference composition,
+    whose PyTorch ops autocast casts as it casts any model's (mixed dtypes included); the compiled kernels
+    compute in their input dtype only."""
+    return isinstance(t, torch.Tensor) and torch.is_autocast_enabled(t.device.type)

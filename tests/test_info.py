@@ -55,3 +55,26 @@ def test_cli_info_prints_kernels_and_json():
         [sys.executable, "-m", "pyaccel_nas.cli", "info", "--json"], capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout)["ops"]["multires_sum"]["kernels"]["cpu"] is True
+
+
+def test_dtypes_without_kernel_fall_back_to_reference():
+    from pyaccel_nas.ops import reference, sep_conv2d
+
+    x, dw, pw = (torch.randn(*s, dtype=torch.bfloat16) for s in [(2, 3, 6, 6), (3, 1, 3, 3), (4, 3, 1, 1)])
+    assert not _extension.has_kernel("sep_conv2d", "cpu", torch.bfloat16)
+    assert "computes in float32, float64, not bfloat16" in _extension.fallback_reason("sep_conv2d", "cpu", torch.bfloat16)
+    torch.testing.assert_close(sep_conv2d(x, dw, pw, padding=1), reference.sep_conv2d(x, dw, pw, padding=1))
+
+
+def test_autocast_runs_reference_semantics():
+    """Under autocast the ops behave as their reference does: mixed dtypes are cast, not rejected."""
+    from pyaccel_nas.ops import channel_gate, multires_sum, reference, sep_conv2d
+
+    x, dw, pw = torch.randn(2, 3, 6, 6), torch.randn(3, 1, 3, 3), torch.randn(4, 3, 1, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = sep_conv2d(x, dw, pw, padding=1)
+        torch.testing.assert_close(y, reference.sep_conv2d(x, dw, pw, padding=1))
+        gated = channel_gate(y, torch.rand(4))  # bf16 activations, float32 gate
+        mixed = multires_sum([y, y[:, :, ::2, ::2]], torch.rand(2))
+    assert y.dtype == torch.bfloat16 and gated.dtype == reference.channel_gate(y, torch.rand(4)).dtype
+    assert mixed.shape == y.shape

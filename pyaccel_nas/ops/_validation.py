@@ -34,8 +34,8 @@ def check_same_device_dtype(op: str, name: str, value: torch.Tensor, ref_name: s
 
 def int_pair(op: str, name: str, value, *, minimum: int) -> list[int]:
     """Normalises an int or a pair of ints (as nn.Conv2d accepts) to a checked [h, w] list."""
-    pair = [value, value] if isinstance(value, int) else list(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+    pair = [value, value] if isinstance(value, int) else list(value) if isinstance(value, (list, tuple)) else None
+    if pair is None or len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
         raise ValueError(f"{op}: `{name}` must be an int or a pair of ints, got {value!r}")
     if any(v < minimum or v >= 2**31 for v in pair):
         raise ValueError(f"{op}: `{name}` must be >= {minimum} (and < 2**31), got {value!r}")

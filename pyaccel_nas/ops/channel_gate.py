@@ -34,8 +34,11 @@ def channel_gate(x: torch.Tensor, gate: torch.Tensor, *, threshold: float | None
     """
     if threshold is not None:
         threshold = float(threshold)
-    _check(x, gate, threshold)
-    if not _extension.has_kernel(OP, x.device.type):
+    run_reference = _extension.autocast_enabled(x)
+    if not run_reference:
+        _check(x, gate, threshold)
+        run_reference = not _extension.has_kernel(OP, x.device.type, x.dtype)
+    if run_reference:
         return reference.channel_gate(x, gate, threshold=threshold)
     return torch.ops.pyaccel_nas.channel_gate(x, gate, threshold)
 

@@ -71,11 +71,13 @@ def multires_sum(
     """
     if size is not None:
         size = [int(s) for s in size]
-    _check(branches, weights, size, mode)
-    branches = list(branches)
-    if not _extension.has_kernel(OP, branches[0].device.type):
+    run_reference = _extension.autocast_enabled(weights)
+    if not run_reference:
+        _check(branches, weights, size, mode)
+        run_reference = not _extension.has_kernel(OP, branches[0].device.type, branches[0].dtype)
+    if run_reference:
         return reference.multires_sum(branches, weights, size=size, mode=mode)
-    return torch.ops.pyaccel_nas.multires_sum(branches, weights, size, mode)
+    return torch.ops.pyaccel_nas.multires_sum(list(branches), weights, size, mode)
 
 
 def _register() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.utils.flop_counter import register_flop_formula
 
 from pyaccel_nas import _extension
 from pyaccel_nas.ops import reference
@@ -74,8 +75,11 @@ def sep_conv2d(
     stride = int_pair(OP, "stride", stride, minimum=1)
     padding = int_pair(OP, "padding", padding, minimum=0)
     dilation = int_pair(OP, "dilation", dilation, minimum=1)
-    _check(x, dw_weight, pw_weight, pw_bias, stride, padding, dilation)
-    if not _extension.has_kernel(OP, x.device.type):
+    run_reference = _extension.autocast_enabled(x)
+    if not run_reference:
+        _check(x, dw_weight, pw_weight, pw_bias, stride, padding, dilation)
+        run_reference = not _extension.has_kernel(OP, x.device.type, x.dtype)
+    if run_reference:
         return reference.sep_conv2d(
             x, dw_weight, pw_weight, pw_bias, stride=stride, padding=padding, dilation=dilation, pre_relu=pre_relu
         )
@@ -113,6 +117,22 @@ def _register() -> None:
         return grad_x, grad_dw, grad_pw, grad_bias if ctx.has_bias else None, None, None, None, None
 
     torch.library.register_autograd("pyaccel_nas::sep_conv2d", _backward, setup_context=_setup_context)
+
+    # FLOP formulas, so torch.utils.flop_counter.FlopCounterMode (and MAC counts built on it) see the op.
+    def _depthwise_and_pointwise_flops(x_shape, dw_shape, pw_shape, out_shape) -> tuple[int, int]:
+        n, c_out, h_out, w_out = out_shape
+        pixels = n * h_out * w_out
+        return 2 * pixels * x_shape[1] * dw_shape[2] * dw_shape[3], 2 * pixels * x_shape[1] * c_out
+
+    @register_flop_formula(torch.ops.pyaccel_nas.sep_conv2d)
+    def _flops(x_shape, dw_shape, pw_shape, *args, out_shape=None, **kwargs) -> int:
+        return sum(_depthwise_and_pointwise_flops(x_shape, dw_shape, pw_shape, out_shape))
+
+    @register_flop_formula(torch.ops.pyaccel_nas.sep_conv2d_backward)
+    def _backward_flops(grad_out_shape, x_shape, dw_shape, pw_shape, *args, out_shape=None, **kwargs) -> int:
+        depthwise, pointwise = _depthwise_and_pointwise_flops(x_shape, dw_shape, pw_shape, grad_out_shape)
+        # the recomputed depthwise result, its weight and input gradients; the pointwise weight and input gradients
+        return 3 * depthwise + 2 * pointwise
 
 
 if _extension.LOADED:
