@@ -6,6 +6,7 @@
     pnn.set_fused(model, False)                            # the same network on reference ops
 """
 
+from pyaccel_nas.nn.counting import count_macs, count_parameters
 from pyaccel_nas.nn.darts import DilConv, SepConv
 from pyaccel_nas.nn.fuse import find_fusable, fuse_modules
 from pyaccel_nas.nn.fusable import FusableModule, set_fused
@@ -20,6 +21,8 @@ __all__ = [
     "MultiResSum",
     "SepConv",
     "SepConv2d",
+    "count_macs",
+    "count_parameters",
     "find_fusable",
     "fuse_modules",
     "set_fused",
