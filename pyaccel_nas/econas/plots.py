@@ -1,0 +1,76 @@
+"""Figures of a search: cell graphs of a genotype. Matplotlib runs headless (Agg); nothing is shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pyaccel_nas.econas.genotype import CELL_INPUTS, EDGES_PER_NODE, NODES, Genotype  # noqa: E402
+
+_OP_COLOURS = {
+    "none": "#bbbbbb",
+    "max_pool_3x3": "#8c564b",
+    "avg_pool_3x3": "#e377c2",
+    "skip_connect": "#7f7f7f",
+    "sep_conv_3x3": "#1f77b4",
+    "sep_conv_5x5": "#17becf",
+    "dil_conv_3x3": "#2ca02c",
+    "dil_conv_5x5": "#bcbd22",
+}
+
+
+def _node_positions() -> dict[str, tuple[float, float]]:
+    positions = {"c_{k-2}": (0.0, 1.0), "c_{k-1}": (0.0, -1.0), "c_{k}": (NODES + 1.5, 0.0)}
+    for node in range(NODES):
+        positions[str(node + CELL_INPUTS)] = (node + 1.0, 1.2 if node % 2 == 0 else -1.2)
+    return positions
+
+
+def _name(index: int) -> str:
+    return ("c_{k-2}", "c_{k-1}")[index] if index < CELL_INPUTS else str(index)
+
+
+def _draw_cell(ax, title: str, edges, concat) -> None:
+    pos = _node_positions()
+    for index, (op, source) in enumerate(edges):
+        target = str(index // EDGES_PER_NODE + CELL_INPUTS)
+        (x0, y0), (x1, y1) = pos[_name(source)], pos[target]
+        # the two edges of a node may share a source: bend them apart
+        bend = 0.25 if index % EDGES_PER_NODE else -0.25
+        ax.annotate(
+            "", xy=(x1, y1), xytext=(x0, y0),
+            arrowprops=dict(arrowstyle="-|>", color=_OP_COLOURS[op], lw=2, shrinkA=14, shrinkB=14,
+                            connectionstyle=f"arc3,rad={bend}"),
+        )
+        # the midpoint of matplotlib's arc3 curve: the chord's midpoint, pushed sideways by rad / 2
+        label_x, label_y = (x0 + x1) / 2 + bend / 2 * (y1 - y0), (y0 + y1) / 2 - bend / 2 * (x1 - x0)
+        ax.text(label_x, label_y, op, fontsize=7, ha="center", va="center",
+                color=_OP_COLOURS[op], bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
+    for node in concat:
+        (x0, y0), (x1, y1) = pos[str(node)], pos["c_{k}"]
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
+                    arrowprops=dict(arrowstyle="-|>", color="#444444", lw=1, ls="--", shrinkA=14, shrinkB=14))
+    for name, (x, y) in pos.items():
+        colour = "#ffd27f" if name.startswith("c_") else "#a6cee3"
+        ax.text(x, y, f"${name}$" if name.startswith("c_") else name, ha="center", va="center", fontsize=10,
+                bbox=dict(boxstyle="round,pad=0.4", fc=colour, ec="#333333"))
+    ax.set_title(title)
+    ax.set_xlim(-0.7, NODES + 2.2)
+    ax.set_ylim(-2.0, 2.0)
+    ax.axis("off")
+
+
+def draw_genotype(genotype: Genotype, path: str | Path) -> Path:
+    """Draws the normal and the reduction cell of ``genotype`` side by side into a PNG at ``path``."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    _draw_cell(axes[0], "normal cell", genotype.normal, genotype.normal_concat)
+    _draw_cell(axes[1], "reduction cell", genotype.reduce, genotype.reduce_concat)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
