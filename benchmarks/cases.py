@@ -1,0 +1,223 @@
+"""The benchmark cases as data, and the one definition of what a timed step runs.
+
+A :class:`Case` is one op at one shape. It builds its inputs (float32, seeded), binds the op's keyword
+arguments into three callables over the flat list of input tensors -- ``fused`` (pyaccel_nas.ops),
+``eager`` (pyaccel_nas.ops.reference) and ``compiled`` (torch.compile of the reference) -- and carries a
+work model (FLOPs and the bytes that must move) from which :mod:`benchmarks.measure` derives a floor.
+
+:func:`make_step` turns (case, impl, pass) into a zero-argument callable: ``forward`` runs the op under
+``torch.no_grad``; ``fwd+bwd`` runs it on inputs that require grad and takes the gradients of every input
+for a fixed random output gradient (``torch.autograd.grad``, so nothing accumulates between calls).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+import pyaccel_nas.ops as fused_ops
+from pyaccel_nas.ops import reference
+
+IMPLS = ("eager", "compiled", "fused")
+PASSES = ("forward", "fwd+bwd")
+OPS = ("sep_conv2d", "channel_gate", "multires_sum")
+F32 = 4  # bytes per element
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Case:
+    op: str
+    name: str  # unique within the op, e.g. "n32_c16_h16_k3_d1_s1"
+    shapes: tuple[tuple[int, ...], ...]  # the tensor arguments, flat, in call order
+    out_shape: tuple[int, ...]
+    kwargs: tuple[tuple[str, object], ...]  # keyword arguments of the op
+    flops: tuple[float, float]  # (forward, fwd+bwd)
+    bytes: tuple[float, float]  # (forward, fwd+bwd): every input read once, every output written once
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}/{self.name}"
+
+    def work(self, pass_: str) -> tuple[float, float]:
+        """(FLOPs, bytes) of one pass."""
+        i = PASSES.index(pass_)
+        return self.flops[i], self.bytes[i]
+
+    def inputs(self, *, requires_grad: bool) -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(SEED)
+        return [torch.randn(s, generator=gen).requires_grad_(requires_grad) for s in self.shapes]
+
+    def grad_output(self) -> torch.Tensor:
+        return torch.randn(self.out_shape, generator=torch.Generator().manual_seed(SEED + 1))
+
+    def fn(self, impl: str) -> Callable[..., torch.Tensor]:
+        if impl == "compiled":
+            return _compiled(self)
+        return self._bind(getattr(fused_ops if impl == "fused" else reference, self.op))
+
+    def _bind(self, fn: Callable) -> Callable[..., torch.Tensor]:
+        kwargs = dict(self.kwargs)
+        if self.op == "multires_sum":  # flat (*branches, weights) -> (branches, weights)
+            return lambda *t: fn(list(t[:-1]), t[-1], **kwargs)
+        return lambda *t: fn(*t, **kwargs)
+
+
+_COMPILED: dict[str, Callable] = {}
+
+
+def _compiled(case: Case) -> Callable[..., torch.Tensor]:
+    """torch.compile of the reference, created on first use and cached for the most recent case only.
+
+    Every case's callable shares the code object of ``Case._bind``'s lambda, and dynamo keeps its compiled
+    graphs per code object: keeping many cases alive would fill that cache (recompile_limit, after which
+    dynamo silently runs eager) and make every call check the guards of every other case. So moving to a
+    new case resets dynamo; run the cases one after another (the report and the pytest order do) and each
+    is compiled once per pass.
+    """
+    if case.id not in _COMPILED:
+        torch._dynamo.reset()
+        _COMPILED.clear()
+        _COMPILED[case.id] = torch.compile(case._bind(getattr(reference, case.op)), dynamic=False)
+    return _COMPILED[case.id]
+
+
+def make_step(case: Case, impl: str, pass_: str) -> Callable[[], object]:
+    """The zero-argument callable that benchmarks time: one forward, or one forward + backward."""
+    fn = case.fn(impl)
+    if pass_ == "forward":
+        args = case.inputs(requires_grad=False)
+
+        def step():
+            with torch.no_grad():
+                return fn(*args)
+
+    elif pass_ == "fwd+bwd":
+        args = case.inputs(requires_grad=True)
+        grad = case.grad_output()
+
+        def step():
+            return torch.autograd.grad(fn(*args), args, grad)
+
+    else:
+        raise ValueError(f"pass must be one of {PASSES}, got {pass_!r}")
+    return step
+
+
+def set_threads() -> int:
+    """Use every core this process may run on (the affinity mask, which containers restrict)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(cores)
+    return cores
+
+
+# --- case constructors: shapes, keyword arguments and work model of each op ---------------------------
+
+
+def sep_conv2d_case(n: int, c: int, h: int, k: int, dilation: int, stride: int) -> Case:
+    padding = dilation * (k - 1) // 2
+    ho = (h + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+    x, out, weights = n * c * h * h, n * c * ho * ho, c * k * k + c * c
+    fwd_flops = 2 * n * c * ho * ho * (k * k + c)  # depthwise + pointwise multiply-adds
+    return Case(
+        op="sep_conv2d",
+        name=f"n{n}_c{c}_h{h}_k{k}_d{dilation}_s{stride}",
+        shapes=((n, c, h, h), (c, 1, k, k), (c, c, 1, 1)),
+        out_shape=(n, c, ho, ho),
+        kwargs=(("stride", stride), ("padding", padding), ("dilation", dilation), ("pre_relu", True)),
+        # backward: gradients of input and weights of both convolutions = 2x forward
+        flops=(fwd_flops, 3 * fwd_flops),
+        # fwd+bwd: x, weights -> out; then grad_out, x, weights -> grad_x, grad_weights
+        bytes=(F32 * (x + weights + out), F32 * (3 * x + 3 * weights + 2 * out)),
+    )
+
+
+def channel_gate_case(n: int, c: int, h: int) -> Case:
+    x = n * c * h * h
+    return Case(
+        op="channel_gate",
+        name=f"n{n}_c{c}_h{h}",
+        shapes=((n, c, h, h), (c,)),
+        out_shape=(n, c, h, h),
+        kwargs=(),
+        flops=(x, 4 * x),  # forward 1 mul; backward grad_x 1 mul, grad_gate 1 multiply-add per element
+        bytes=(F32 * 2 * x, F32 * 5 * x),  # x -> out; grad_out, x -> grad_x
+    )
+
+
+def multires_sum_case(n: int, c: int, size: Sequence[int], factors: Sequence[Sequence[int]], mode: str) -> Case:
+    """Branches of spatial size ``size / factor`` for each factor, summed at ``size``."""
+    branch_shapes = tuple((n, c, *(s // f for s, f in zip(size, fac))) for fac in factors)
+    out = n * c * math.prod(size)
+    branches = sum(math.prod(b) for b in branch_shapes)
+    # per output element and branch: weight multiply-add, plus 2**d taps of interpolation when resampled
+    taps = [1 if all(f == 1 for f in fac) or mode == "nearest" else 2 ** len(size) for fac in factors]
+    fwd_flops = out * sum(2 + 2 * (t - 1) for t in taps)
+    dims = "x".join(map(str, size))
+    scales = "-".join("".join(map(str, fac)) for fac in factors)
+    return Case(
+        op="multires_sum",
+        name=f"n{n}_c{c}_{dims}_f{scales}_{mode}",
+        shapes=(*branch_shapes, (len(factors),)),
+        out_shape=(n, c, *size),
+        kwargs=(("size", list(size)), ("mode", mode)),
+        flops=(fwd_flops, 3 * fwd_flops),  # backward: scatter to each branch + weight gradient
+        bytes=(F32 * (branches + out), F32 * 2 * (branches + out)),  # + grad_out -> grad_branches
+    )
+
+
+# --- the grids ---------------------------------------------------------------------------------------
+
+MULTIRES_2D = ((32, 32), ((1, 1), (2, 2), (4, 4)))
+MULTIRES_3D = ((8, 16, 16), ((1, 1, 1), (1, 2, 2), (2, 2, 2)))
+LINEAR = {2: "bilinear", 3: "trilinear"}
+
+
+def full_grid() -> list[Case]:
+    sizes = dict(n=(32, 96), c=(9, 16, 36, 64), h=(8, 16, 32))
+    cases = [
+        sep_conv2d_case(n, c, h, k, d, s)
+        for n, c, h, k, d, s in itertools.product(*sizes.values(), (3, 5), (1, 2), (1, 2))
+    ]
+    cases += [channel_gate_case(n, c, h) for n, c, h in itertools.product(*sizes.values())]
+    cases += [
+        multires_sum_case(n, c, size, factors, mode)
+        for size, factors in (MULTIRES_2D, MULTIRES_3D)
+        for mode in ("nearest", LINEAR[len(size)])
+        for n, c in itertools.product((32, 96), (16, 36))
+    ]
+    return cases
+
+
+def quick_grid() -> list[Case]:
+    """A handful of DARTS / EcoNAS-sized shapes per op: the proxy (C=9 at 8x8), a normal cell, a wide one."""
+    return [
+        sep_conv2d_case(32, 9, 8, 3, 1, 1),  # EcoNAS c4r4 proxy
+        sep_conv2d_case(32, 16, 16, 3, 1, 1),
+        sep_conv2d_case(32, 16, 16, 3, 1, 2),  # reduction cell
+        sep_conv2d_case(96, 36, 32, 5, 2, 1),  # dil_conv_5x5 at full CIFAR width
+        channel_gate_case(32, 9, 8),
+        channel_gate_case(32, 16, 16),
+        channel_gate_case(96, 36, 32),
+        multires_sum_case(32, 16, *MULTIRES_2D, "nearest"),
+        multires_sum_case(96, 36, *MULTIRES_2D, "bilinear"),
+        multires_sum_case(32, 16, *MULTIRES_3D, "nearest"),
+        multires_sum_case(32, 16, *MULTIRES_3D, "trilinear"),
+    ]
+
+
+GRIDS = {"quick": quick_grid, "full": full_grid}
+
+
+def grid(name: str = "quick", ops: Sequence[str] | None = None) -> list[Case]:
+    if name not in GRIDS:
+        raise ValueError(f"grid must be one of {sorted(GRIDS)}, got {name!r}")
+    unknown = set(ops or ()) - set(OPS)
+    if unknown:
+        raise ValueError(f"unknown ops {sorted(unknown)}; choose from {OPS}")
+    return [c for c in GRIDS[name]() if ops is None or c.op in ops]

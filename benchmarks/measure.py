@@ -1,0 +1,191 @@
+"""Measurements: the timing helper, saved-for-backward memory, fused-vs-eager error, and machine floors."""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from benchmarks.cases import PASSES, Case, make_step
+
+MIB = 2**20
+
+
+def last_level_cache_bytes(default: int = 16 * MIB) -> int:
+    """Size of the largest CPU cache (sysfs); data moved per call up to this size can stay cached between calls."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = path.read_text().strip()
+        units = {"K": 2**10, "M": 2**20, "G": 2**30}
+        sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+    return max(sizes, default=default)
+
+
+CACHE_RESIDENT_BYTES = last_level_cache_bytes()
+
+
+@dataclass
+class Samples:
+    seconds: list[float]  # per call, one value per sample
+    faults_per_call: float = 0.0  # minor page faults: fresh pages of large allocations glibc got from the OS
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def time_steps(
+    steps: dict[str, Callable[[], object]],
+    *,
+    warmup: int = 3,
+    repeats: int = 15,
+    min_repeat_s: float = 2e-3,
+    budget_s: float = 3.0,
+) -> dict[str, Samples]:
+    """Seconds per call of each step, one value per sample, after ``warmup`` calls of each.
+
+    A sample times enough back-to-back calls to last ``min_repeat_s``, so calls of a few microseconds are
+    not lost in the resolution and overhead of the clock. Samples are taken round robin (one of each step,
+    then the next round), so a slow spell of a shared machine hits every step alike and ratios stay fair.
+    Slow steps take fewer rounds (at least 5) so that all samples fit in about ``budget_s``.
+    """
+    number = {}
+    for name, step in steps.items():
+        start = time.perf_counter()
+        step()
+        once = max(time.perf_counter() - start, 1e-9)
+        for _ in range(warmup - 1):
+            step()
+        number[name] = (max(1, math.ceil(min_repeat_s / once)), once)
+    round_s = sum(n * once for n, once in number.values())
+    rounds = max(min(repeats, 5), min(repeats, int(budget_s / round_s)))
+    samples = {name: Samples([]) for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            n, sample = number[name][0], samples[name]
+            faults = _minor_faults()
+            start = time.perf_counter()
+            for _ in range(n):
+                step()
+            sample.seconds.append((time.perf_counter() - start) / n)
+            sample.faults_per_call += (_minor_faults() - faults) / (n * rounds)
+    return samples
+
+
+class OtherLoad:
+    """Cores kept busy by other processes since construction: all busy CPU time (/proc/stat) minus this
+    process's own. On a 2-core machine any other load stalls the 2 compute threads by whole scheduler
+    ticks (4 ms), so timings taken while it is above ~0.2 are not worth keeping. Linux only (else None)."""
+
+    def __init__(self) -> None:
+        self._start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+            with open("/proc/self/stat") as f:
+                own = f.read().rsplit(")", 1)[1].split()  # fields from 3 (state) on
+        except OSError:
+            return None
+        return time.perf_counter(), sum(ticks) - ticks[3] - ticks[4], int(own[11]) + int(own[12])  # utime + stime
+
+    def cores(self) -> float | None:
+        end = self._sample()
+        if self._start is None or end is None:
+            return None
+        (t0, busy0, own0), (t1, busy1, own1) = self._start, end
+        return max(0, (busy1 - busy0) - (own1 - own0)) / os.sysconf("SC_CLK_TCK") / max(t1 - t0, 1e-9)
+
+
+def busy_cores(seconds: float = 1.0) -> float | None:
+    """Cores other processes use over the next ``seconds`` (this one sleeps meanwhile)."""
+    load = OtherLoad()
+    time.sleep(seconds)
+    return load.cores()
+
+
+def wait_until_quiet(threshold: float, timeout_s: float = 120.0) -> float | None:
+    """Polls busy_cores until it is at most ``threshold`` or ``timeout_s`` passed; returns the last value."""
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        busy = busy_cores()
+        if busy is None or busy <= threshold or time.perf_counter() > deadline:
+            return busy
+
+
+def saved_for_backward_bytes(case: Case, impl: str) -> int:
+    """Bytes a forward keeps alive for the backward: the unique storages autograd saves, plus the output.
+
+    Inputs count where the op saves them (the fused sep_conv2d saves x and the weights and nothing else).
+    """
+    fn = case.fn(impl)
+    args = case.inputs(requires_grad=True)
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args)
+    storages[out.untyped_storage().data_ptr()] = out.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+def max_rel_error(case: Case, impl: str = "fused", against: str = "eager") -> dict[str, float]:
+    """Per pass, max |impl - against| / max |against| over the outputs (forward) or the gradients (fwd+bwd)."""
+    errors = {}
+    for pass_ in PASSES:
+        got, want = (make_step(case, i, pass_)() for i in (impl, against))
+        if isinstance(want, torch.Tensor):
+            got, want = (got,), (want,)
+        errors[pass_] = max((g - w).abs().max().item() / max(w.abs().max().item(), 1e-30) for g, w in zip(got, want))
+    return errors
+
+
+@dataclass(frozen=True)
+class Floors:
+    dram_bytes_per_s: float  # copy of a 256 MiB tensor (read + write counted)
+    cache_bytes_per_s: float  # copy of a 4 MiB tensor, in cache between calls
+    flops_per_s: float  # float32 matmul
+
+    def seconds(self, case: Case, pass_: str) -> float:
+        """Lower bound of one pass: the bytes that must move or the FLOPs that must run, whichever is slower."""
+        flops, nbytes = case.work(pass_)
+        bandwidth = self.cache_bytes_per_s if nbytes <= CACHE_RESIDENT_BYTES else self.dram_bytes_per_s
+        return max(nbytes / bandwidth, flops / self.flops_per_s)
+
+
+def best_time(step: Callable[[], object], repeats: int) -> float:
+    """The fastest sample: what the machine can do at best, for floors."""
+    return min(time_steps({"step": step}, warmup=2, repeats=repeats)["step"].seconds)
+
+
+def copy_bandwidth(nbytes: int, repeats: int = 10) -> float:
+    src = torch.ones(nbytes // 4)
+    dst = torch.empty_like(src)
+    return 2 * nbytes / best_time(lambda: dst.copy_(src), repeats)
+
+
+def matmul_flops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    return 2 * n**3 / best_time(lambda: torch.mm(a, b, out=out), repeats)
+
+
+def measure_floors() -> Floors:
+    """Bandwidths and peak FLOP/s, each the best of several samples (a floor is what the machine can do)."""
+    return Floors(copy_bandwidth(256 * MIB), copy_bandwidth(4 * MIB, repeats=30), matmul_flops())
