@@ -1,6 +1,8 @@
-"""The ``pyaccel-nas`` command line.
+"""pyaccel-nas: EcoNAS architecture search and multi-dimensional pruning on fused PyTorch ops.
 
-    pyaccel-nas info          versions, compiled kernels per op and device, and why an op would fall back
+    pyaccel-nas search       EcoNAS search (hierarchical / evolution / random) on a proxy
+    pyaccel-nas train        train one genotype at a setting and report validation and test accuracy
+    pyaccel-nas info         versions, compiled kernels per op and device, and why an op would fall back
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -29,9 +32,109 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    from pyaccel_nas.econas.search import preset, run_search
+
+    overrides = {
+        "strategy": args.strategy, "dataset": args.dataset, "data_root": args.data_root, "proxy": args.proxy,
+        "cycles": args.cycles, "budget": args.budget, "seed": args.seed, "final_top": args.final_top,
+        "final_proxy": args.final_proxy, "layers": args.layers, "channels": args.channels,
+    }
+    config = preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
+    result = run_search(config, args.out, resume=args.resume, progress=not args.quiet)
+    best = result["best"]
+    print(f"{config.strategy} search on {config.dataset} with proxy {config.proxy}: "
+          f"{result['trained_networks']} networks, cost {result['cost']['macs']:.3g} MACs "
+          f"({result['cost']['epochs']} network-epochs), stopped by {result['stopped_by']}")
+    if best is not None:
+        print(f"best validation accuracy {best['val_accuracy']:.4f} (network {best['network_id']})")
+    for entry in result["final"]["networks"]:
+        print(f"  retrained at {result['final']['proxy']}: network {entry['network_id']} "
+              f"val {entry['val_accuracy']:.4f} test {entry['test_accuracy']:.4f}")
+    print(f"wrote {Path(args.out) / 'result.json'}, {Path(args.out) / 'search.png'}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pyaccel_nas.econas.evaluation import DataSpec, EvaluationTask, run_evaluation
+    from pyaccel_nas.econas.genotype import Genotype
+    from pyaccel_nas.econas.network import NetworkConfig
+    from pyaccel_nas.econas.proxy import Proxy
+    from pyaccel_nas.econas.trainer import TrainRecipe
+
+    setting = Proxy.parse(args.setting)
+    task = EvaluationTask(
+        network_id=0, genotype=Genotype.load(args.genotype), proxy=setting,
+        data=DataSpec(args.dataset, args.data_root, split_seed=args.seed),
+        base_config=NetworkConfig(channels=args.channels, layers=args.layers),
+        recipe=TrainRecipe(batch_size=args.batch_size, learning_rate=args.learning_rate),
+        target_epochs=setting.epochs, schedule_epochs=setting.epochs, seed=args.seed,
+        checkpoint_dir=str(args.out), report_test=True,
+    )
+    result = run_evaluation(task)
+    summary = {"genotype": task.genotype.to_dict(), "setting": str(setting), "dataset": args.dataset,
+               "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
+               "checkpoint": result.checkpoint, "seconds": result.seconds}
+    (Path(args.out) / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{setting} on {args.dataset}: val {result.val_accuracy:.4f} test {result.test_accuracy:.4f} "
+          f"({result.seconds:.1f} s); wrote {Path(args.out) / 'train.json'}")
+    return 0
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | None) -> None:
+    from pyaccel_nas.data import DATASETS
+
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default=default_dataset,
+                        help="dataset (default: fashion-mnist)")
+    parser.add_argument("--data-root", help="directory holding the dataset (default: $PYACCEL_NAS_DATA, then the "
+                                            "standard locations)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyaccel-nas", description=__doc__.splitlines()[0])
+    from pyaccel_nas.econas.search import PRESETS
+    from pyaccel_nas.econas.strategies import STRATEGIES
+
+    parser = argparse.ArgumentParser(prog="pyaccel-nas", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
     commands = parser.add_subparsers(dest="command", required=True)
+
+    search = commands.add_parser(
+        "search", help="EcoNAS architecture search",
+        description="Evolutionary search on a proxy; writes OUT/result.json, OUT/search.png, OUT/best_genotype.json, "
+                    "the journal of finished evaluations and checkpoints. Flags override the preset.")
+    search.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                        help="sizes and proxy: smoke (under a minute on 2 CPU cores), cpu (minutes), paper (default)")
+    search.add_argument("--strategy", choices=sorted(STRATEGIES), help="default: hierarchical")
+    _add_data_arguments(search, None)
+    search.add_argument("--proxy", help="training setting of the search, c{x}r{y}s{z}e{n} (paper: c4r4s0e60)")
+    search.add_argument("--cycles", type=int, help="search cycles (paper: 100)")
+    search.add_argument("--budget", type=float, help="stop before the training cost passes this many MACs")
+    search.add_argument("--seed", type=int, help="default: 0")
+    search.add_argument("--layers", type=int, help="cells in the network (paper: 20)")
+    search.add_argument("--channels", type=int, help="channels of the first cells before the proxy divides them (36)")
+    search.add_argument("--final-top", type=int, help="how many of the best networks to retrain at --final-proxy")
+    search.add_argument("--final-proxy", help="setting of the final retraining (paper: c0r0s0e600, the ground truth)")
+    search.add_argument("--out", required=True, type=Path, help="output directory")
+    search.add_argument("--resume", action="store_true", help="continue the search in OUT (same settings)")
+    search.add_argument("--quiet", action="store_true", help="no progress bar")
+    search.set_defaults(run=_search)
+
+    train = commands.add_parser("train", help="train one genotype and report accuracy",
+                                description="Trains a genotype (JSON, e.g. OUT/best_genotype.json of a search) from "
+                                            "scratch; writes OUT/train.json and the checkpoint.")
+    train.add_argument("--genotype", required=True, type=Path, help="genotype JSON file")
+    _add_data_arguments(train, "fashion-mnist")
+    train.add_argument("--setting", default="c0r0s0e600", help="training setting, c{x}r{y}s{z}e{n} (default: the "
+                                                               "ground truth c0r0s0e600)")
+    train.add_argument("--layers", type=int, default=20)
+    train.add_argument("--channels", type=int, default=36)
+    train.add_argument("--batch-size", type=int, default=96)
+    train.add_argument("--learning-rate", type=float, default=0.025)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True, type=Path)
+    train.set_defaults(run=_train)
+
     info = commands.add_parser("info", help="versions, compiled kernels and fallbacks")
     info.add_argument("--json", action="store_true", help="print the full report as JSON")
     info.set_defaults(run=_info)

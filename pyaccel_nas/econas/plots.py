@@ -74,3 +74,22 @@ def draw_genotype(genotype: Genotype, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_search(result: dict, path: str | Path) -> Path:
+    """Best validation accuracy (of networks trained the whole proxy) against training cost, per cycle."""
+    history = [h for h in result["history"] if h["best_val_accuracy"] is not None]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    if history:
+        ax.step([h["cost_macs"] for h in history], [h["best_val_accuracy"] for h in history], where="post",
+                marker="o", label=f"{result['strategy']} ({result['proxy']})")
+        ax.legend(loc="lower right")
+    ax.set_xlabel("training cost (MACs)")
+    ax.set_ylabel("best validation accuracy")
+    ax.set_title(f"{result['strategy']} search on {result['dataset']}: {result['trained_networks']} networks trained")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,116 @@
+"""One unit of search work: train a network (from scratch or from its last checkpoint) and score it.
+
+An :class:`EvaluationTask` is plain data, so any executor (in process, a process pool, a Ray task) can run
+:func:`run_evaluation` on it; the search driver only schedules tasks and records their results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyaccel_nas.data import Dataset, load_dataset
+from pyaccel_nas.econas.genotype import Genotype
+from pyaccel_nas.econas.network import NetworkConfig
+from pyaccel_nas.econas.proxy import Proxy
+from pyaccel_nas.econas.trainer import Trainer, TrainRecipe
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data an evaluation trains on: a dataset, as a proxy reduces it."""
+
+    dataset: str
+    root: str | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+
+
+@functools.lru_cache(maxsize=4)
+def full_dataset(data: DataSpec) -> Dataset:
+    """The dataset with its official sizes and resolution, loaded once per process."""
+    return load_dataset(data.dataset, data.root, val_fraction=data.val_fraction, seed=data.split_seed)
+
+
+def proxied_dataset(data: DataSpec, proxy: Proxy) -> Dataset:
+    """The dataset at the proxy's resolution and sample count, loaded once per process."""
+    full = full_dataset(data)
+    return full.at_resolution(proxy.resolution or 1).subset_train(proxy.samples or 1, seed=data.split_seed)
+
+
+def network_config(base: NetworkConfig, proxy: Proxy, dataset: Dataset) -> NetworkConfig:
+    """The network size under the proxy: channels divided, input channels and classes from the dataset."""
+    return dataclasses.replace(
+        base,
+        channels=proxy.channels_of(base.channels),
+        in_channels=dataset.info.channels,
+        num_classes=dataset.info.num_classes,
+    )
+
+
+@dataclass(frozen=True)
+class EvaluationTask:
+    """Train network ``network_id`` to ``target_epochs`` of a ``schedule_epochs`` cosine schedule.
+
+    ``resume_from`` is the checkpoint of an earlier stage (None: start from scratch with ``seed``).
+    The result is scored on the validation split, and also on the test split when ``report_test`` (the
+    final retraining: the search itself never sees the test split).
+    """
+
+    network_id: int
+    genotype: Genotype
+    proxy: Proxy
+    data: DataSpec
+    base_config: NetworkConfig
+    recipe: TrainRecipe
+    target_epochs: int
+    schedule_epochs: int
+    seed: int
+    checkpoint_dir: str
+    resume_from: str | None = None
+    report_test: bool = False
+
+    @property
+    def key(self) -> str:
+        """Identifies the task's result in the search journal."""
+        final = "+test" if self.report_test else ""
+        return f"net{self.network_id}@{self.target_epochs}/{self.schedule_epochs}:{self.proxy}{final}"
+
+    @property
+    def checkpoint(self) -> str:
+        final = "-final" if self.report_test else ""
+        return str(Path(self.checkpoint_dir) / f"net{self.network_id:05d}-{self.proxy}-e{self.target_epochs}{final}.pt")
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    key: str
+    network_id: int
+    val_accuracy: float
+    test_accuracy: float | None
+    epochs: int
+    checkpoint: str
+    seconds: float
+
+
+def run_evaluation(task: EvaluationTask, progress=None) -> EvaluationResult:
+    """Trains the task's network and returns its accuracy (validation, and test if the task asks)."""
+    start = time.perf_counter()
+    dataset = proxied_dataset(task.data, task.proxy)
+    if task.resume_from is not None:
+        trainer = Trainer.load(task.resume_from, dataset)
+    else:
+        config = network_config(task.base_config, task.proxy, dataset)
+        trainer = Trainer(task.genotype, dataset, config, task.schedule_epochs, task.recipe, task.seed)
+    trainer.train(task.target_epochs - trainer.epochs_done, progress=progress)
+    val_accuracy = trainer.evaluate("val")
+    test_accuracy = trainer.evaluate("test") if task.report_test else None
+    Path(task.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    trainer.save(task.checkpoint)
+    return EvaluationResult(
+        task.key, task.network_id, val_accuracy, test_accuracy, trainer.epochs_done, task.checkpoint,
+        time.perf_counter() - start,
+    )

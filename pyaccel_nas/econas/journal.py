@@ -1,0 +1,79 @@
+"""The search journal: an append-only file of finished evaluations, the durable state of a search.
+
+Line 1 is a header naming the format and the search's settings; each further line is one evaluation
+result, written and fsynced as soon as the evaluation finishes. A search is deterministic given its
+settings and the results it has seen, so resuming is replaying the search with finished evaluations read
+from here instead of run again: nothing finished is lost or redone, and the outcome equals that of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from pyaccel_nas.econas.evaluation import EvaluationResult
+
+JOURNAL_FORMAT = "pyaccel_nas.econas.journal/1"
+
+
+class JournalError(RuntimeError):
+    """A journal that is missing, corrupted, or belongs to another search."""
+
+
+class Journal:
+    """Finished evaluations by key, backed by ``path`` (JSON lines)."""
+
+    def __init__(self, path: str | Path, settings: dict, *, resume: bool) -> None:
+        self.path = Path(path)
+        self.results: dict[str, EvaluationResult] = {}
+        header = {"format": JOURNAL_FORMAT, "settings": settings}
+        if resume:
+            self._load(header)
+        else:
+            if self.path.exists():
+                raise JournalError(f"{self.path} exists: resume that search with --resume, or choose another --out")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._append(header)
+
+    def _load(self, header: dict) -> None:
+        if not self.path.exists():
+            raise JournalError(f"nothing to resume: {self.path} does not exist")
+        lines = self.path.read_bytes().split(b"\n")
+        try:
+            found = json.loads(lines[0])
+        except json.JSONDecodeError as exc:
+            raise JournalError(f"{self.path}: not a search journal ({exc})") from exc
+        if not isinstance(found, dict) or found.get("format") != JOURNAL_FORMAT:
+            raise JournalError(f"{self.path}: not a search journal (expected format {JOURNAL_FORMAT})")
+        if found.get("settings") != header["settings"]:
+            raise JournalError(
+                f"{self.path} belongs to a search with other settings; resume with the same command line.\n"
+                f"  journal: {json.dumps(found.get('settings'), sort_keys=True)}\n"
+                f"  now:     {json.dumps(header['settings'], sort_keys=True)}"
+            )
+        complete = lines[1:-1]  # the file ends with a newline; anything after the last one was cut off
+        for number, line in enumerate(complete, start=2):
+            try:
+                result = EvaluationResult(**json.loads(line))
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise JournalError(f"{self.path}: line {number} is corrupted ({exc})") from exc
+            self.results[result.key] = result
+        if lines[-1]:  # a record cut off by a crash mid-write: drop it, it will be redone
+            with open(self.path, "r+b") as f:
+                f.truncate(len(self.path.read_bytes()) - len(lines[-1]))
+
+    def _append(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def get(self, key: str) -> EvaluationResult | None:
+        return self.results.get(key)
+
+    def record(self, result: EvaluationResult) -> None:
+        self._append(dataclasses.asdict(result))
+        self.results[result.key] = result

@@ -1,0 +1,313 @@
+"""Running a search: settings and presets, the run that strategies drive, cost accounting, the final
+retraining, and the outputs (``result.json``, ``search.png``, the journal and checkpoints under ``--out``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from pyaccel_nas.econas.evaluation import (
+    DataSpec,
+    EvaluationResult,
+    EvaluationTask,
+    full_dataset,
+    network_config,
+    proxied_dataset,
+    run_evaluation,
+)
+from pyaccel_nas.econas.genotype import Genotype
+from pyaccel_nas.econas.journal import Journal
+from pyaccel_nas.econas.network import Network, NetworkConfig
+from pyaccel_nas.econas.proxy import Proxy
+from pyaccel_nas.econas.strategies import STRATEGIES
+from pyaccel_nas.econas.trainer import TrainRecipe
+from pyaccel_nas.exec import InlineExecutor
+from pyaccel_nas.nn import count_macs
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that determines a search. Defaults are the paper's and its released code's."""
+
+    strategy: str = "hierarchical"
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    proxy: str = "c4r4s0e60"
+    cycles: int = 100
+    budget: float | None = None  # MACs of training; the search stops before an evaluation would pass it
+    seed: int = 0
+    initial: int = 16
+    children: tuple[int, int, int] = (6, 5, 5)  # per cycle; hierarchical: parents from the E, 2E, 3E tiers
+    promote: tuple[int, int] = (8, 4)  # hierarchical: from the E tier and from the 2E tier, per cycle
+    age: int = 10  # hierarchical: cycles without training before a network dies
+    tournament: int = 4
+    channels: int = 36
+    layers: int = 20
+    batch_size: int = 96
+    learning_rate: float = 0.025
+    final_top: int = 5
+    final_proxy: str = "c0r0s0e600"  # the setting the top networks are retrained at (ground truth)
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
+        Proxy.parse(self.proxy)
+        Proxy.parse(self.final_proxy)
+        for name in ("cycles", "initial", "tournament", "channels", "layers", "batch_size", "age"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SearchConfig: `{name}` must be >= 1, got {getattr(self, name)}")
+        if self.final_top < 0 or (self.budget is not None and self.budget <= 0):
+            raise ValueError("SearchConfig: `final_top` must be >= 0 and `budget` > 0")
+        object.__setattr__(self, "children", tuple(self.children))
+        object.__setattr__(self, "promote", tuple(self.promote))
+
+    def journal_settings(self) -> dict:
+        """The settings a resumed search must share with the journal. How long it runs (cycles, budget)
+        and the final retraining may change: they do not alter any evaluation already done."""
+        settings = dataclasses.asdict(self)
+        for name in ("cycles", "budget", "final_top", "final_proxy", "data_root"):
+            del settings[name]
+        settings["children"], settings["promote"] = list(self.children), list(self.promote)
+        return settings
+
+
+PRESETS: dict[str, dict] = {
+    # under a minute on 2 CPU cores: a handful of tiny networks on a slice of the data
+    "smoke": dict(proxy="c4r4s50e3", cycles=2, initial=4, children=(2, 1, 1), promote=(2, 1), age=3, tournament=2,
+                  layers=5, batch_size=64, final_top=1, final_proxy="c4r4s25e3"),
+    # minutes on a laptop CPU: small networks, a tenth of the data
+    "cpu": dict(proxy="c4r4s10e6", cycles=4, initial=8, children=(3, 3, 2), promote=(4, 2), age=4, tournament=3,
+                layers=6, batch_size=96, final_top=2, final_proxy="c4r2s5e6"),
+    # the paper: c4r4s0e60 proxy, 16 + 100 x 16 networks of 20 cells, top 5 retrained at ground truth
+    "paper": dict(),
+}
+
+
+def preset(name: str, **overrides) -> SearchConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return SearchConfig(**{**PRESETS[name], **overrides})
+
+
+class BudgetExhausted(Exception):
+    """The next evaluation would pass the search's budget."""
+
+
+@dataclass
+class Candidate:
+    """A network of the search and where it stands."""
+
+    network_id: int
+    genotype: Genotype
+    macs_per_image: int
+    epochs: int = 0
+    val_accuracy: float = 0.0
+    checkpoint: str | None = None
+    last_trained_cycle: int = 0
+    alive: bool = True
+
+
+@dataclass
+class SearchRun:
+    """The state a strategy works on: its RNG, its networks, cost so far, and the journal behind it."""
+
+    config: SearchConfig
+    out: Path
+    journal: Journal
+    executor: object = field(default_factory=InlineExecutor)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.proxy = Proxy.parse(self.config.proxy)
+        self.data = DataSpec(self.config.dataset, self.config.data_root, self.config.val_fraction, self.config.seed)
+        self.dataset = proxied_dataset(self.data, self.proxy)
+        self.full_train_images = len(full_dataset(self.data).train)  # proxies divide it in their cost
+        self.base_config = NetworkConfig(channels=self.config.channels, layers=self.config.layers)
+        self.recipe = TrainRecipe(batch_size=self.config.batch_size, learning_rate=self.config.learning_rate)
+        self.rng = random.Random(self.config.seed)
+        self.networks: list[Candidate] = []
+        self.cycle = 0
+        self.cost_macs = 0
+        self.cost_epochs = 0
+        self.history: list[dict] = []
+        self._macs: dict[Genotype, int] = {}
+        self._bar = tqdm(total=self.config.cycles + 1, desc=f"{self.config.strategy} search", unit="cycle",
+                         disable=not self.progress)
+
+    # --- what strategies call -----------------------------------------------------------------------------
+
+    def new_network(self, genotype: Genotype) -> Candidate:
+        candidate = Candidate(len(self.networks), genotype, self._macs_per_image(genotype))
+        self.networks.append(candidate)
+        return candidate
+
+    def train(self, targets: list[tuple[Candidate, int]]) -> None:
+        """Trains each candidate up to its target epochs (one batch of independent evaluations).
+
+        Raises BudgetExhausted, after running the evaluations that fit, if one would pass the budget.
+        """
+        tasks, exhausted, planned = [], False, self.cost_macs
+        for candidate, target in targets:
+            cost = self.proxy.cost(candidate.macs_per_image, self.full_train_images, epochs=target - candidate.epochs)
+            if self.config.budget is not None and planned + cost > self.config.budget:
+                exhausted = True
+                break
+            planned += cost
+            tasks.append(self._task(candidate, target, self.proxy, resume_from=candidate.checkpoint))
+        by_id = {c.network_id: c for c, _ in targets}
+        for result in self.evaluate(tasks):
+            candidate = by_id[result.network_id]
+            self.cost_macs += self.proxy.cost(candidate.macs_per_image, self.full_train_images,
+                                              epochs=result.epochs - candidate.epochs)
+            self.cost_epochs += result.epochs - candidate.epochs
+            self._forget_checkpoint(candidate)
+            candidate.epochs, candidate.val_accuracy = result.epochs, result.val_accuracy
+            candidate.checkpoint, candidate.last_trained_cycle = result.checkpoint, self.cycle
+        if exhausted:
+            raise BudgetExhausted
+
+    def retire(self, candidate: Candidate) -> None:
+        """Removes a network from the search (it stays in the history); its checkpoint is no longer needed."""
+        candidate.alive = False
+        self._forget_checkpoint(candidate)
+
+    def cycles(self) -> Iterator[int]:
+        for cycle in range(1, self.config.cycles + 1):
+            self.cycle = cycle
+            yield cycle
+            self.end_cycle()
+
+    def end_cycle(self) -> None:
+        best = self.best()
+        entry = {
+            "cycle": self.cycle,
+            "cost_macs": self.cost_macs,
+            "cost_epochs": self.cost_epochs,
+            "trained_networks": sum(c.epochs > 0 for c in self.networks),
+            "best_val_accuracy": best.val_accuracy if best else None,
+        }
+        self.history.append(entry)
+        best_text = "-" if best is None else f"{best.val_accuracy:.4f}"
+        self._bar.set_postfix(best=best_text, networks=entry["trained_networks"], cost=f"{self.cost_macs:.3g}",
+                              refresh=False)
+        self._bar.update(1)
+
+    # --- selection and evaluation --------------------------------------------------------------------
+
+    def fully_trained(self) -> list[Candidate]:
+        """Networks trained for all the proxy's epochs (alive or not): the ones rankings compare."""
+        return sorted((c for c in self.networks if c.epochs == self.proxy.epochs),
+                      key=lambda c: (-c.val_accuracy, c.network_id))
+
+    def best(self) -> Candidate | None:
+        ranked = self.fully_trained()
+        return ranked[0] if ranked else None
+
+    def evaluate(self, tasks: list[EvaluationTask]) -> list[EvaluationResult]:
+        """Results of ``tasks``: from the journal where already finished, else run and journaled one by one."""
+        results = {t.key: self.journal.get(t.key) for t in tasks}
+        pending = [t for t in tasks if results[t.key] is None]
+        for result in self.executor.run(run_evaluation, pending):
+            self.journal.record(result)
+            results[result.key] = result
+        return [results[t.key] for t in tasks]
+
+    def _task(self, candidate: Candidate, target: int, proxy: Proxy, *, resume_from: str | None = None,
+              report_test: bool = False) -> EvaluationTask:
+        """Training ``candidate`` to ``target`` epochs of the cosine schedule of ``proxy``'s epochs."""
+        return EvaluationTask(
+            network_id=candidate.network_id, genotype=candidate.genotype, proxy=proxy, data=self.data,
+            base_config=self.base_config, recipe=self.recipe, target_epochs=target, schedule_epochs=proxy.epochs,
+            seed=self.config.seed * 1_000_003 + candidate.network_id, checkpoint_dir=str(self.out / "checkpoints"),
+            resume_from=resume_from, report_test=report_test,
+        )
+
+    def _forget_checkpoint(self, candidate: Candidate) -> None:
+        # superseded by a later stage, or of a dead network: only the journal's last stage matters on resume
+        if candidate.checkpoint and os.path.exists(candidate.checkpoint):
+            os.remove(candidate.checkpoint)
+        candidate.checkpoint = None
+
+    def _macs_per_image(self, genotype: Genotype) -> int:
+        if genotype not in self._macs:
+            config = network_config(self.base_config, self.proxy, self.dataset)
+            info = self.dataset.info
+            image = torch.zeros(1, info.channels, info.image_size, info.image_size)
+            self._macs[genotype] = count_macs(Network(genotype, config), image)
+        return self._macs[genotype]
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def run_search(config: SearchConfig, out: str | Path, *, resume: bool = False, executor=None,
+               progress: bool = True) -> dict:
+    """Runs (or resumes) a search, retrains its best networks, writes ``out/result.json`` and
+    ``out/search.png``, and returns the result."""
+    out = Path(out)
+    journal = Journal(out / "journal.jsonl", config.journal_settings(), resume=resume)
+    run = SearchRun(config, out, journal, executor or InlineExecutor(), progress)
+    stopped_by = "cycles"
+    try:
+        STRATEGIES[config.strategy](run)
+    except BudgetExhausted:
+        stopped_by = "budget"
+        run.end_cycle()
+    finally:
+        run.close()
+    final = _retrain_top(run)
+    best = run.best()
+    result = {
+        "strategy": config.strategy,
+        "proxy": config.proxy,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "stopped_by": stopped_by,
+        "best": None if best is None else {
+            "network_id": best.network_id, "genotype": best.genotype.to_dict(), "val_accuracy": best.val_accuracy,
+        },
+        "trained_networks": sum(c.epochs > 0 for c in run.networks),
+        "cost": {"epochs": run.cost_epochs, "macs": run.cost_macs},
+        "history": run.history,
+        "final": final,
+        "settings": dataclasses.asdict(config),
+    }
+    _write_json(out / "result.json", result)
+    from pyaccel_nas.econas.plots import plot_search
+
+    plot_search(result, out / "search.png")
+    if best is not None:
+        best.genotype.save(out / "best_genotype.json")
+    return result
+
+
+def _retrain_top(run: SearchRun) -> dict:
+    """Retrains the ``final_top`` best networks from scratch at ``final_proxy``; reports val and test accuracy."""
+    final_proxy = Proxy.parse(run.config.final_proxy)
+    top = run.fully_trained()[: run.config.final_top]
+    tasks = [run._task(c, final_proxy.epochs, final_proxy, report_test=True) for c in top]
+    results = run.evaluate(tasks)
+    return {
+        "proxy": str(final_proxy),
+        "networks": [
+            {"network_id": c.network_id, "genotype": c.genotype.to_dict(), "search_val_accuracy": c.val_accuracy,
+             "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy}
+            for c, r in zip(top, results)
+        ],
+    }
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
