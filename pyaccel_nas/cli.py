@@ -1,6 +1,7 @@
 """pyaccel-nas: EcoNAS architecture search and multi-dimensional pruning on fused PyTorch ops.
 
     pyaccel-nas search       EcoNAS search (hierarchical / evolution / random) on a proxy
+    pyaccel-nas proxy-study  rank consistency of proxies: Spearman/Kendall against a ground-truth setting
     pyaccel-nas train        train one genotype at a setting and report validation and test accuracy
     pyaccel-nas info         versions, compiled kernels per op and device, and why an op would fall back
 """
@@ -55,6 +56,25 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _proxy_study(args: argparse.Namespace) -> int:
+    from pyaccel_nas.econas.study import run_study, study_preset
+
+    overrides = {"dataset": args.dataset, "data_root": args.data_root, "architectures": args.architectures,
+                 "ground_truth": args.ground_truth, "seed": args.seed, "layers": args.layers,
+                 "proxies": tuple(args.proxies.split(",")) if args.proxies else None}
+    config = study_preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
+    result = run_study(config, args.out, resume=args.resume, progress=not args.quiet)
+    truth = result["ground_truth"]
+    print(f"{config.architectures} architectures on {config.dataset}; ground truth {truth['setting']} "
+          f"({truth['cost_macs']:.3g} MACs)")
+    print(f"{'proxy':<14} {'spearman':>9} {'kendall':>8} {'cost MACs':>11} {'x truth':>8}")
+    for name, entry in result["proxies"].items():
+        rho, tau = (("n/a" if v is None else f"{v:.3f}") for v in (entry["spearman"], entry["kendall"]))
+        print(f"{name:<14} {rho:>9} {tau:>8} {entry['cost_macs']:>11.3g} {entry['cost_vs_ground_truth']:>8.3f}")
+    print(f"wrote {Path(args.out) / 'study.json'}, {Path(args.out) / 'study.png'}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from pyaccel_nas.econas.evaluation import DataSpec, EvaluationTask, run_evaluation
     from pyaccel_nas.econas.genotype import Genotype
@@ -93,6 +113,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | 
 def build_parser() -> argparse.ArgumentParser:
     from pyaccel_nas.econas.search import PRESETS
     from pyaccel_nas.econas.strategies import STRATEGIES
+    from pyaccel_nas.econas.study import STUDY_PRESETS
 
     parser = argparse.ArgumentParser(prog="pyaccel-nas", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -119,6 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--resume", action="store_true", help="continue the search in OUT (same settings)")
     search.add_argument("--quiet", action="store_true", help="no progress bar")
     search.set_defaults(run=_search)
+
+    study = commands.add_parser(
+        "proxy-study", help="rank consistency of proxies against a ground-truth setting",
+        description="Trains M random architectures under the ground truth and under each proxy; reports Spearman and "
+                    "Kendall rank correlation and cost per proxy; writes OUT/study.json and OUT/study.png.")
+    study.add_argument("--preset", choices=sorted(STUDY_PRESETS), default="paper",
+                       help="smoke (a minute), cpu (12 architectures, minutes), paper (default)")
+    _add_data_arguments(study, None)
+    study.add_argument("--architectures", type=int, help="how many random architectures (paper preset: 50)")
+    study.add_argument("--ground-truth", help="reference setting (paper preset: c0r0s0e600)")
+    study.add_argument("--proxies", help="comma-separated proxies, e.g. c4r4s0e60,c8r4s0e60")
+    study.add_argument("--layers", type=int, help="cells in the network")
+    study.add_argument("--seed", type=int)
+    study.add_argument("--out", required=True, type=Path)
+    study.add_argument("--resume", action="store_true", help="continue the study in OUT (same settings)")
+    study.add_argument("--quiet", action="store_true", help="no progress bar")
+    study.set_defaults(run=_proxy_study)
 
     train = commands.add_parser("train", help="train one genotype and report accuracy",
                                 description="Trains a genotype (JSON, e.g. OUT/best_genotype.json of a search) from "

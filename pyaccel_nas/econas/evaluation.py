@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from pyaccel_nas.data import Dataset, load_dataset
 from pyaccel_nas.econas.genotype import Genotype
-from pyaccel_nas.econas.network import NetworkConfig
+from pyaccel_nas.econas.network import Network, NetworkConfig
 from pyaccel_nas.econas.proxy import Proxy
 from pyaccel_nas.econas.trainer import Trainer, TrainRecipe
 
@@ -49,6 +51,17 @@ def network_config(base: NetworkConfig, proxy: Proxy, dataset: Dataset) -> Netwo
         in_channels=dataset.info.channels,
         num_classes=dataset.info.num_classes,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def macs_per_image(genotype: Genotype, base: NetworkConfig, data: DataSpec, proxy: Proxy) -> int:
+    """MACs of one forward pass of ``genotype``'s network on one image, as ``proxy`` sizes both."""
+    from pyaccel_nas.nn import count_macs
+
+    dataset = proxied_dataset(data, proxy)
+    info = dataset.info
+    network = Network(genotype, network_config(base, proxy, dataset))
+    return count_macs(network, torch.zeros(1, info.channels, info.image_size, info.image_size))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from pyaccel_nas.econas.evaluation import EvaluationResult
+from pyaccel_nas.econas.evaluation import EvaluationResult, EvaluationTask, run_evaluation
 
 JOURNAL_FORMAT = "pyaccel_nas.econas.journal/1"
 
@@ -29,7 +29,8 @@ class Journal:
     def __init__(self, path: str | Path, settings: dict, *, resume: bool) -> None:
         self.path = Path(path)
         self.results: dict[str, EvaluationResult] = {}
-        header = {"format": JOURNAL_FORMAT, "settings": settings}
+        # through JSON once, so a resumed search compares like with like (tuples come back as lists)
+        header = {"format": JOURNAL_FORMAT, "settings": json.loads(json.dumps(settings))}
         if resume:
             self._load(header)
         else:
@@ -77,3 +78,11 @@ class Journal:
     def record(self, result: EvaluationResult) -> None:
         self._append(dataclasses.asdict(result))
         self.results[result.key] = result
+
+    def evaluate(self, tasks: list[EvaluationTask], executor) -> list[EvaluationResult]:
+        """Results of ``tasks`` in order: read from the journal where finished before, else run by
+        ``executor`` and recorded as each one finishes."""
+        pending = [t for t in tasks if t.key not in self.results]
+        for result in executor.run(run_evaluation, pending):
+            self.record(result)
+        return [self.results[t.key] for t in tasks]

@@ -93,3 +93,27 @@ def plot_search(result: dict, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_study(result: dict, path: str | Path) -> Path:
+    """One scatter per proxy: its validation accuracy against the ground truth's, with rho and tau."""
+    proxies = result["proxies"]
+    columns = min(3, len(proxies))
+    rows = -(-len(proxies) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.8 * rows), squeeze=False)
+    truth = result["ground_truth"]["val_accuracy"]
+    for ax, (name, entry) in zip(axes.flat, proxies.items()):
+        ax.scatter(truth, entry["val_accuracy"], s=22)
+        rho, tau = (("-" if v is None else f"{v:.2f}") for v in (entry["spearman"], entry["kendall"]))
+        ax.set_title(f"{name}: rho {rho}, tau {tau}\n"
+                     f"cost {entry['cost_vs_ground_truth']:.3f} x ground truth", fontsize=9)
+        ax.set_xlabel(f"accuracy at {result['ground_truth']['setting']}")
+        ax.set_ylabel(f"accuracy at {name}")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(proxies):]:
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

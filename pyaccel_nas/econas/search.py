@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from pyaccel_nas.econas.evaluation import (
@@ -20,18 +19,15 @@ from pyaccel_nas.econas.evaluation import (
     EvaluationResult,
     EvaluationTask,
     full_dataset,
-    network_config,
-    proxied_dataset,
-    run_evaluation,
+    macs_per_image,
 )
 from pyaccel_nas.econas.genotype import Genotype
 from pyaccel_nas.econas.journal import Journal
-from pyaccel_nas.econas.network import Network, NetworkConfig
+from pyaccel_nas.econas.network import NetworkConfig
 from pyaccel_nas.econas.proxy import Proxy
 from pyaccel_nas.econas.strategies import STRATEGIES
 from pyaccel_nas.econas.trainer import TrainRecipe
 from pyaccel_nas.exec import InlineExecutor
-from pyaccel_nas.nn import count_macs
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,6 @@ class SearchConfig:
         settings = dataclasses.asdict(self)
         for name in ("cycles", "budget", "final_top", "final_proxy", "data_root"):
             del settings[name]
-        settings["children"], settings["promote"] = list(self.children), list(self.promote)
         return settings
 
 
@@ -130,7 +125,6 @@ class SearchRun:
     def __post_init__(self) -> None:
         self.proxy = Proxy.parse(self.config.proxy)
         self.data = DataSpec(self.config.dataset, self.config.data_root, self.config.val_fraction, self.config.seed)
-        self.dataset = proxied_dataset(self.data, self.proxy)
         self.full_train_images = len(full_dataset(self.data).train)  # proxies divide it in their cost
         self.base_config = NetworkConfig(channels=self.config.channels, layers=self.config.layers)
         self.recipe = TrainRecipe(batch_size=self.config.batch_size, learning_rate=self.config.learning_rate)
@@ -140,14 +134,14 @@ class SearchRun:
         self.cost_macs = 0
         self.cost_epochs = 0
         self.history: list[dict] = []
-        self._macs: dict[Genotype, int] = {}
         self._bar = tqdm(total=self.config.cycles + 1, desc=f"{self.config.strategy} search", unit="cycle",
                          disable=not self.progress)
 
     # --- what strategies call -----------------------------------------------------------------------------
 
     def new_network(self, genotype: Genotype) -> Candidate:
-        candidate = Candidate(len(self.networks), genotype, self._macs_per_image(genotype))
+        candidate = Candidate(len(self.networks), genotype,
+                              macs_per_image(genotype, self.base_config, self.data, self.proxy))
         self.networks.append(candidate)
         return candidate
 
@@ -214,13 +208,7 @@ class SearchRun:
         return ranked[0] if ranked else None
 
     def evaluate(self, tasks: list[EvaluationTask]) -> list[EvaluationResult]:
-        """Results of ``tasks``: from the journal where already finished, else run and journaled one by one."""
-        results = {t.key: self.journal.get(t.key) for t in tasks}
-        pending = [t for t in tasks if results[t.key] is None]
-        for result in self.executor.run(run_evaluation, pending):
-            self.journal.record(result)
-            results[result.key] = result
-        return [results[t.key] for t in tasks]
+        return self.journal.evaluate(tasks, self.executor)
 
     def _task(self, candidate: Candidate, target: int, proxy: Proxy, *, resume_from: str | None = None,
               report_test: bool = False) -> EvaluationTask:
@@ -237,14 +225,6 @@ class SearchRun:
         if candidate.checkpoint and os.path.exists(candidate.checkpoint):
             os.remove(candidate.checkpoint)
         candidate.checkpoint = None
-
-    def _macs_per_image(self, genotype: Genotype) -> int:
-        if genotype not in self._macs:
-            config = network_config(self.base_config, self.proxy, self.dataset)
-            info = self.dataset.info
-            image = torch.zeros(1, info.channels, info.image_size, info.image_size)
-            self._macs[genotype] = count_macs(Network(genotype, config), image)
-        return self._macs[genotype]
 
     def close(self) -> None:
         self._bar.close()

@@ -1,0 +1,129 @@
+"""The rank-consistency study (the EcoNAS paper's central experiment): how well does each proxy rank
+architectures the way the ground-truth setting does, and at what cost?
+
+M random architectures are trained under the ground-truth setting and under every proxy; for each proxy
+the study reports Spearman's rho and Kendall's tau between its validation accuracies and the ground
+truth's, and the training cost of evaluating the M architectures. All evaluations go through a journal,
+so an interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from scipy import stats
+from tqdm import tqdm
+
+from pyaccel_nas.econas.evaluation import DataSpec, EvaluationTask, full_dataset, macs_per_image
+from pyaccel_nas.econas.genotype import Genotype
+from pyaccel_nas.econas.journal import Journal
+from pyaccel_nas.econas.network import NetworkConfig
+from pyaccel_nas.econas.proxy import Proxy
+from pyaccel_nas.econas.trainer import TrainRecipe
+from pyaccel_nas.exec import InlineExecutor
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    architectures: int = 50
+    ground_truth: str = "c0r0s0e600"
+    proxies: tuple[str, ...] = ("c4r4s0e60", "c4r4s0e20", "c8r4s0e60", "c4r2s0e60", "c4r4s2e60", "c0r0s0e60")
+    seed: int = 0
+    channels: int = 36
+    layers: int = 20
+    batch_size: int = 96
+    learning_rate: float = 0.025
+
+    def __post_init__(self) -> None:
+        if self.architectures < 3:
+            raise ValueError(f"StudyConfig: rank correlation needs at least 3 architectures, got {self.architectures}")
+        for text in (self.ground_truth, *self.proxies):
+            Proxy.parse(text)
+        object.__setattr__(self, "proxies", tuple(self.proxies))
+
+
+STUDY_PRESETS: dict[str, dict] = {
+    "smoke": dict(architectures=4, ground_truth="c4r2s20e3", proxies=("c8r4s20e1", "c4r4s20e2"), layers=3),
+    # 12 architectures of 5 cells; the "ground truth" is what a CPU affords: c4r2 at a tenth of the data
+    "cpu": dict(architectures=12, ground_truth="c4r2s10e6", proxies=("c4r4s10e6", "c4r4s10e2", "c8r4s10e6",
+                                                                      "c8r4s20e2", "c4r2s20e3"), layers=5),
+    "paper": dict(),
+}
+
+
+def study_preset(name: str, **overrides) -> StudyConfig:
+    if name not in STUDY_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(STUDY_PRESETS)}")
+    return StudyConfig(**{**STUDY_PRESETS[name], **overrides})
+
+
+def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, executor=None,
+              progress: bool = True) -> dict:
+    """Runs (or resumes) the study; writes ``out/study.json`` and ``out/study.png`` and returns the result."""
+    out = Path(out)
+    settings = dataclasses.asdict(config)
+    settings.pop("data_root")
+    journal = Journal(out / "journal.jsonl", settings, resume=resume)
+    executor = executor or InlineExecutor()
+    rng = random.Random(config.seed)
+    genotypes = [Genotype.random(rng) for _ in range(config.architectures)]
+    data = DataSpec(config.dataset, config.data_root, split_seed=config.seed)
+    base = NetworkConfig(channels=config.channels, layers=config.layers)
+    recipe = TrainRecipe(batch_size=config.batch_size, learning_rate=config.learning_rate)
+    train_images = len(full_dataset(data).train)
+
+    settings_list = [config.ground_truth, *config.proxies]
+    accuracies, costs = {}, {}
+    for text in tqdm(settings_list, desc="proxy study", unit="setting", disable=not progress):
+        proxy = Proxy.parse(text)
+        tasks = [
+            EvaluationTask(network_id=i, genotype=g, proxy=proxy, data=data, base_config=base, recipe=recipe,
+                           target_epochs=proxy.epochs, schedule_epochs=proxy.epochs,
+                           seed=config.seed * 1_000_003 + i, checkpoint_dir=str(out / "checkpoints"))
+            for i, g in enumerate(genotypes)
+        ]
+        accuracies[text] = [r.val_accuracy for r in journal.evaluate(tasks, executor)]
+        costs[text] = sum(proxy.cost(macs_per_image(g, base, data, proxy), train_images) for g in genotypes)
+        for task in tasks:  # the study needs accuracies, not weights
+            if os.path.exists(task.checkpoint):
+                os.remove(task.checkpoint)
+
+    truth = accuracies[config.ground_truth]
+    result = {
+        "dataset": config.dataset,
+        "architectures": [g.to_dict() for g in genotypes],
+        "ground_truth": {"setting": config.ground_truth, "cost_macs": costs[config.ground_truth],
+                         "val_accuracy": truth},
+        "proxies": {
+            text: {
+                "spearman": _correlation(stats.spearmanr, accuracies[text], truth),
+                "kendall": _correlation(stats.kendalltau, accuracies[text], truth),
+                "cost_macs": costs[text],
+                "cost_vs_ground_truth": costs[text] / costs[config.ground_truth],
+                "val_accuracy": accuracies[text],
+            }
+            for text in config.proxies
+        },
+        "settings": dataclasses.asdict(config),
+    }
+    tmp = out / "study.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out / "study.json")
+    from pyaccel_nas.econas.plots import plot_study
+
+    plot_study(result, out / "study.png")
+    return result
+
+
+def _correlation(statistic, a: list[float], b: list[float]) -> float | None:
+    """The rank correlation, or None where it is undefined (a setting that ranks every network equal)."""
+    value = float(statistic(a, b).statistic)
+    return None if math.isnan(value) else value
