@@ -110,6 +110,12 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | 
                                             "standard locations)")
 
 
+def _add_run_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--resume", action="store_true", help=f"continue the {what} in OUT (same settings)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pyaccel_nas.econas.search import PRESETS
     from pyaccel_nas.econas.strategies import STRATEGIES
@@ -136,9 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--channels", type=int, help="channels of the first cells before the proxy divides them (36)")
     search.add_argument("--final-top", type=int, help="how many of the best networks to retrain at --final-proxy")
     search.add_argument("--final-proxy", help="setting of the final retraining (paper: c0r0s0e600, the ground truth)")
-    search.add_argument("--out", required=True, type=Path, help="output directory")
-    search.add_argument("--resume", action="store_true", help="continue the search in OUT (same settings)")
-    search.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_run_arguments(search, "search")
     search.set_defaults(run=_search)
 
     study = commands.add_parser(
@@ -153,9 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--proxies", help="comma-separated proxies, e.g. c4r4s0e60,c8r4s0e60")
     study.add_argument("--layers", type=int, help="cells in the network")
     study.add_argument("--seed", type=int)
-    study.add_argument("--out", required=True, type=Path)
-    study.add_argument("--resume", action="store_true", help="continue the study in OUT (same settings)")
-    study.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_run_arguments(study, "study")
     study.set_defaults(run=_proxy_study)
 
     train = commands.add_parser("train", help="train one genotype and report accuracy",

@@ -64,16 +64,20 @@ def _draw_cell(ax, title: str, edges, concat) -> None:
     ax.axis("off")
 
 
-def draw_genotype(genotype: Genotype, path: str | Path) -> Path:
-    """Draws the normal and the reduction cell of ``genotype`` side by side into a PNG at ``path``."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    _draw_cell(axes[0], "normal cell", genotype.normal, genotype.normal_concat)
-    _draw_cell(axes[1], "reduction cell", genotype.reduce, genotype.reduce_concat)
+def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def draw_genotype(genotype: Genotype, path: str | Path) -> Path:
+    """Draws the normal and the reduction cell of ``genotype`` side by side into a PNG at ``path``."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    _draw_cell(axes[0], "normal cell", genotype.normal, genotype.normal_concat)
+    _draw_cell(axes[1], "reduction cell", genotype.reduce, genotype.reduce_concat)
+    return _save(fig, path)
 
 
 def plot_search(result: dict, path: str | Path) -> Path:
@@ -88,11 +92,7 @@ def plot_search(result: dict, path: str | Path) -> Path:
     ax.set_ylabel("best validation accuracy")
     ax.set_title(f"{result['strategy']} search on {result['dataset']}: {result['trained_networks']} networks trained")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_study(result: dict, path: str | Path) -> Path:
@@ -112,8 +112,4 @@ def plot_study(result: dict, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(proxies):]:
         ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -32,13 +32,19 @@ def _top(pool: list[Candidate], count: int) -> list[Candidate]:
     return sorted(pool, key=lambda c: (-c.val_accuracy, c.network_id))[:count]
 
 
+def _initial_population(run: SearchRun, epochs: int) -> list[Candidate]:
+    """``initial`` random networks trained ``epochs`` epochs: cycle 0 of every strategy."""
+    population = [run.new_network(Genotype.random(run.rng)) for _ in range(run.config.initial)]
+    run.train([(c, epochs) for c in population])
+    run.end_cycle()
+    return population
+
+
 def hierarchical(run: SearchRun) -> None:
     config, stage = run.config, run.proxy.epochs // 3
     if stage < 1 or run.proxy.epochs % 3:
         raise ValueError(f"hierarchical: the proxy's epochs must be 3E (a multiple of 3), got {run.proxy}")
-    population = [run.new_network(Genotype.random(run.rng)) for _ in range(config.initial)]
-    run.train([(c, stage) for c in population])
-    run.end_cycle()
+    _initial_population(run, stage)
     for _ in run.cycles():
         alive = [c for c in run.networks if c.alive]
         tiers = [[c for c in alive if c.epochs == k * stage] for k in (1, 2, 3)]
@@ -60,9 +66,7 @@ def hierarchical(run: SearchRun) -> None:
 
 def evolution(run: SearchRun) -> None:
     config, epochs = run.config, run.proxy.epochs
-    population = [run.new_network(Genotype.random(run.rng)) for _ in range(config.initial)]
-    run.train([(c, epochs) for c in population])
-    run.end_cycle()
+    population = _initial_population(run, epochs)
     for _ in run.cycles():
         children = [
             run.new_network(_tournament(run, population).genotype.mutate(run.rng)) for _ in range(sum(config.children))
@@ -75,9 +79,7 @@ def evolution(run: SearchRun) -> None:
 
 def random_search(run: SearchRun) -> None:
     config, epochs = run.config, run.proxy.epochs
-    first = [run.new_network(Genotype.random(run.rng)) for _ in range(config.initial)]
-    run.train([(c, epochs) for c in first])
-    run.end_cycle()
+    _initial_population(run, epochs)
     for _ in run.cycles():
         batch = [run.new_network(Genotype.random(run.rng)) for _ in range(sum(config.children))]
         run.train([(c, epochs) for c in batch])
