@@ -68,6 +68,42 @@ def test_float32_darts_shapes(device, layout, conv):
     check_sep_conv2d(in_layout(x, layout), dw, pw, b, conv)
 
 
+# Shapes for the vectorised CPU paths the small hypothesis shapes miss: rows of several whole vectors plus a
+# tail (W_out = 37, 19, 13), strides 1-3 (phase-split planes), several output-row bands per image (N = 1),
+# many output channels (pointwise tiles plus remainders), float32 and float64.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "n,c,c_out,h,w,k,conv",
+    [
+        (1, 5, 13, 40, 37, 3, dict(stride=1, padding=1, dilation=1, pre_relu=True)),
+        (2, 7, 20, 37, 37, 5, dict(stride=(2, 1), padding=4, dilation=2, pre_relu=True)),
+        (3, 9, 9, 38, 38, 5, dict(stride=2, padding=2, dilation=1, pre_relu=False)),
+        (1, 17, 31, 29, 40, 3, dict(stride=(1, 3), padding=(0, 2), dilation=(1, 3), pre_relu=True)),
+    ],
+)
+def test_large_shapes_match_reference(n, c, c_out, h, w, k, conv, dtype):
+    x, dw, pw, b = make_inputs(n, c, c_out, h, w, k, k, dtype=dtype, seed=h + w)
+    check_sep_conv2d(x, dw, pw, b, conv)
+
+
+def test_baseline_isa_kernels_match_reference():
+    """The kernels compiled for baseline x86-64 (PYACCEL_NAS_CPU_BASELINE=1) agree with the reference too."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, test_sep_conv2d as t\n"
+        "for dt in (torch.float32, torch.float64):\n"
+        "    for conv in (dict(stride=1, padding=1), dict(stride=2, padding=4, dilation=2, pre_relu=False)):\n"
+        "        x, dw, pw, b = t.make_inputs(2, 9, 11, 19, 21, 3, 3, dtype=dt)\n"
+        "        t.check_sep_conv2d(x, dw, pw, b, conv)\n"
+    )
+    env = dict(os.environ, PYACCEL_NAS_CPU_BASELINE="1")
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=here, env=env, timeout=300)
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_output_keeps_memory_layout(layout):
     x, dw, pw, b = make_inputs(2, 5, 6, 9, 9, 3, 3)

@@ -71,25 +71,26 @@ SepConv2dShape check_args(const at::Tensor& x, const at::Tensor& dw, const at::T
   return s;
 }
 
-Strides4 strides_of(const at::Tensor& t) { return Strides4{t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
-
 at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& dw_in, const at::Tensor& pw_in,
                         const std::optional<at::Tensor>& bias_in, at::IntArrayRef stride, at::IntArrayRef padding,
                         at::IntArrayRef dilation, bool pre_relu) {
   const SepConv2dShape s = check_args(x_in, dw_in, pw_in, bias_in, stride, padding, dilation, pre_relu);
   check_cpu_dtype(x_in, kOp);
+  // The kernels compute in NCHW (vectors along the width and the pixels of a plane); a channels_last input
+  // gets a channels_last output, converted once at the end.
   const auto format = output_memory_format(x_in);
-  const at::Tensor x = x_in.contiguous(format);
+  const at::Tensor x = x_in.contiguous();
   const at::Tensor dw = dw_in.contiguous(), pw = pw_in.contiguous();
   const std::optional<at::Tensor> bias = bias_in.has_value() ? std::optional(bias_in->contiguous()) : std::nullopt;
-  at::Tensor y = at::empty({s.batch, s.out_channels, s.out_h, s.out_w}, x.options().memory_format(format));
-  if (y.numel() == 0) return y;
+  at::Tensor y = at::empty({s.batch, s.out_channels, s.out_h, s.out_w}, x.options());
+  if (y.numel() == 0) return y.contiguous(format);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sep_conv2d_forward_cpu", [&] {
-    sep_conv2d_forward_cpu<scalar_t>(s, x.const_data_ptr<scalar_t>(), strides_of(x), dw.const_data_ptr<scalar_t>(),
+    sep_conv2d_forward_cpu<scalar_t>(s, x.const_data_ptr<scalar_t>(), dw.const_data_ptr<scalar_t>(),
                                      pw.const_data_ptr<scalar_t>(),
                                      bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr,
-                                     y.mutable_data_ptr<scalar_t>(), strides_of(y));
+                                     y.mutable_data_ptr<scalar_t>());
   });
+  if (format != at::MemoryFormat::Contiguous) y = y.contiguous(format);
   return y;
 }
 
@@ -103,22 +104,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_impl(
               ": `grad_out` must have the output shape (", s.batch, ", ", s.out_channels, ", ", s.out_h, ", ", s.out_w,
               "), got ", grad_y_in.sizes());
   const auto format = output_memory_format(x_in);
-  const at::Tensor x = x_in.contiguous(format);
-  const at::Tensor grad_y = grad_y_in.contiguous(format);
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor grad_y = grad_y_in.contiguous();
   const at::Tensor dw = dw_in.contiguous(), pw = pw_in.contiguous();
-  // at::zeros ignores the memory format of its options: allocate empty in the format, then zero.
-  at::Tensor grad_x = at::empty(x.sizes(), x.options().memory_format(format)).zero_();
   at::Tensor grad_dw = at::zeros(dw.sizes(), dw.options());
   at::Tensor grad_pw = at::zeros(pw.sizes(), pw.options());
   at::Tensor grad_bias = at::zeros({s.out_channels}, pw.options());
-  if (x.numel() == 0 || grad_y.numel() == 0) return {grad_x, grad_dw, grad_pw, grad_bias};
+  if (x.numel() == 0 || grad_y.numel() == 0) {
+    // at::zeros ignores the memory format of its options: allocate empty in the format, then zero.
+    return {at::empty(x.sizes(), x.options().memory_format(format)).zero_(), grad_dw, grad_pw, grad_bias};
+  }
+  at::Tensor grad_x = at::empty(x.sizes(), x.options());  // the kernel writes every element
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sep_conv2d_backward_cpu", [&] {
-    sep_conv2d_backward_cpu<scalar_t>(s, grad_y.const_data_ptr<scalar_t>(), strides_of(grad_y),
-                                      x.const_data_ptr<scalar_t>(), strides_of(x), dw.const_data_ptr<scalar_t>(),
-                                      pw.const_data_ptr<scalar_t>(), grad_x.mutable_data_ptr<scalar_t>(), strides_of(grad_x),
-                                      grad_dw.mutable_data_ptr<scalar_t>(), grad_pw.mutable_data_ptr<scalar_t>(),
-                                      grad_bias.mutable_data_ptr<scalar_t>());
+    sep_conv2d_backward_cpu<scalar_t>(s, grad_y.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                      dw.const_data_ptr<scalar_t>(), pw.const_data_ptr<scalar_t>(),
+                                      grad_x.mutable_data_ptr<scalar_t>(), grad_dw.mutable_data_ptr<scalar_t>(),
+                                      grad_pw.mutable_data_ptr<scalar_t>(), grad_bias.mutable_data_ptr<scalar_t>());
   });
+  if (format != at::MemoryFormat::Contiguous) grad_x = grad_x.contiguous(format);
   return {grad_x, grad_dw, grad_pw, grad_bias};
 }
 

@@ -16,22 +16,16 @@ struct SepConv2dShape {
   bool pre_relu;
 };
 
-// Element strides of a 4-D activation (N, C, H, W). The wrapper passes dense NCHW or NHWC tensors.
-struct Strides4 {
-  int64_t n, c, h, w;
-};
-
-// dw: (C, kh, kw) contiguous; pw: (C_out, C) contiguous; bias: (C_out,) or nullptr.
+// All pointers are to dense (contiguous) arrays: x (N, C, H, W) and y (N, C_out, H_out, W_out) in NCHW;
+// dw: (C, kh, kw); pw: (C_out, C); bias: (C_out,) or nullptr.
 template <typename T>
-void sep_conv2d_forward_cpu(const SepConv2dShape& s, const T* x, Strides4 x_strides, const T* dw, const T* pw,
-                            const T* bias, T* y, Strides4 y_strides);
+void sep_conv2d_forward_cpu(const SepConv2dShape& s, const T* x, const T* dw, const T* pw, const T* bias, T* y);
 
-// Recomputes the depthwise result row by row; nothing from the forward is needed but its inputs.
-// grad_x: zero-filled, shaped like x; grad_dw: (C, kh, kw), grad_pw: (C_out, C), grad_bias: (C_out,),
-// all contiguous.
+// Recomputes the depthwise result; nothing from the forward is needed but its inputs.
+// Writes every element of grad_x (N, C, H, W) and sets grad_dw (C, kh, kw), grad_pw (C_out, C) and
+// grad_bias (C_out,); all dense.
 template <typename T>
-void sep_conv2d_backward_cpu(const SepConv2dShape& s, const T* grad_y, Strides4 grad_y_strides, const T* x,
-                             Strides4 x_strides, const T* dw, const T* pw, T* grad_x, Strides4 grad_x_strides,
-                             T* grad_dw, T* grad_pw, T* grad_bias);
+void sep_conv2d_backward_cpu(const SepConv2dShape& s, const T* grad_y, const T* x, const T* dw, const T* pw,
+                             T* grad_x, T* grad_dw, T* grad_pw, T* grad_bias);
 
 }  // namespace pyaccel_nas
