@@ -47,6 +47,8 @@ def divisor(data, value):
 def test_matches_reference_random_shapes(data, rank, n, c, num_branches, linear, explicit_size, layout, seed):
     out = [data.draw(st.integers(1, 12 if rank == 4 else 8)) for _ in range(rank - 2)]
     sizes = [[o // divisor(data, o) for o in out] for _ in range(num_branches)]
+    if not explicit_size:
+        sizes[0] = out  # the default size is the largest branch's: one branch must be at full size
     branches, weights = make_branches(n, c, sizes, seed=seed)
     branches = [in_layout(b, data.draw(st.sampled_from(LAYOUTS))) for b in branches]
     branches[0] = in_layout(branches[0], layout)
