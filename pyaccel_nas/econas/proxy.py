@@ -44,9 +44,6 @@ class Proxy:
     def __str__(self) -> str:
         return f"c{self.channels}r{self.resolution}s{self.samples}e{self.epochs}"
 
-    def with_epochs(self, epochs: int) -> Proxy:
-        return Proxy(self.channels, self.resolution, self.samples, epochs)
-
     # --- applying the proxy ---------------------------------------------------------------------------
 
     def channels_of(self, base: int) -> int:
