@@ -70,7 +70,8 @@ def test_float32_darts_shapes(device, layout, conv):
 
 # Shapes for the vectorised CPU paths the small hypothesis shapes miss: rows of several whole vectors plus a
 # tail (W_out = 37, 19, 13), strides 1-3 (phase-split planes), several output-row bands per image (N = 1),
-# many output channels (pointwise tiles plus remainders), float32 and float64.
+# many output channels (pointwise tiles plus remainders), small planes that several images share one GEMM
+# (2x2, 3x2, 4x4 outputs with a last, partial unit of images), float32 and float64.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
     "n,c,c_out,h,w,k,conv",
@@ -79,6 +80,9 @@ def test_float32_darts_shapes(device, layout, conv):
         (2, 7, 20, 37, 37, 5, dict(stride=(2, 1), padding=4, dilation=2, pre_relu=True)),
         (3, 9, 9, 38, 38, 5, dict(stride=2, padding=2, dilation=1, pre_relu=False)),
         (1, 17, 31, 29, 40, 3, dict(stride=(1, 3), padding=(0, 2), dilation=(1, 3), pre_relu=True)),
+        (37, 11, 13, 2, 2, 3, dict(stride=1, padding=1, dilation=1, pre_relu=True)),
+        (21, 6, 10, 5, 3, 3, dict(stride=2, padding=1, dilation=1, pre_relu=False)),
+        (19, 8, 8, 7, 7, 5, dict(stride=2, padding=4, dilation=2, pre_relu=True)),
     ],
 )
 def test_large_shapes_match_reference(n, c, c_out, h, w, k, conv, dtype):

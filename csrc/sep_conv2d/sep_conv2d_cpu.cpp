@@ -5,10 +5,12 @@
 // unit-stride run), the depthwise result of the band is computed into a [C][rows * W_out] buffer with
 // vectors along the width, and the pointwise 1x1 is a small GEMM (C_out x C) x (C x pixels) whose output
 // rows are contiguous runs of the NCHW output planes. No (N, C, H_out, W_out) intermediate is allocated.
+// Small planes (< 64 output pixels) are processed several whole images per unit, their pixels side by side
+// in one GEMM.
 //
-// Backward, per image (parallel over images in fixed chunks, weight gradients summed per chunk and then in
-// chunk order, in double: deterministic for a given thread count): the depthwise result of the image is
-// recomputed, grad_pw += grad_y D^T and grad_D = pw^T grad_y are two small GEMMs, and the depthwise
+// Backward, per image or unit of small images (parallel over units in fixed chunks, weight gradients summed
+// per chunk and then in chunk order, in double: deterministic for a given thread count): the depthwise
+// result of the unit is recomputed, grad_pw += grad_y D^T and grad_D = pw^T grad_y are two small GEMMs, and the depthwise
 // backward runs one channel at a time on the same phase-split planes (grad_dw as dot products, grad_x as a
 // transposed convolution into a padded plane, then written once with the ReLU mask).
 //
@@ -114,16 +116,25 @@ bool use_avx2() {
 
 template <typename T>
 struct Kernels {
-  decltype(&sepconv_base::forward_band<T>) forward_band;
-  decltype(&sepconv_base::backward_image<T>) backward_image;
+  decltype(&sepconv_base::forward_unit<T>) forward_unit;
+  decltype(&sepconv_base::backward_images<T>) backward_images;
 };
 
 template <typename T>
 Kernels<T> kernels() {
 #if PYACCEL_NAS_SEPCONV_AVX2
-  if (use_avx2()) return {&sepconv_avx2::forward_band<T>, &sepconv_avx2::backward_image<T>};
+  if (use_avx2()) return {&sepconv_avx2::forward_unit<T>, &sepconv_avx2::backward_images<T>};
 #endif
-  return {&sepconv_base::forward_band<T>, &sepconv_base::backward_image<T>};
+  return {&sepconv_base::forward_unit<T>, &sepconv_base::backward_images<T>};
+}
+
+// Images per work unit. Below ~64 output pixels per image (the 4x4 and 2x2 planes of a network's last cells
+// under a r4 proxy) the pointwise GEMM of one image is mostly vector tails and call overhead, so several whole
+// images share one GEMM. Depends on the shape only, so results do not depend on the thread count.
+int64_t images_per_unit(const SepConv2dShape& s) {
+  constexpr int64_t kMinGemmPixels = 64;
+  const int64_t P = std::max<int64_t>(1, s.out_h * s.out_w);
+  return std::max<int64_t>(1, std::min<int64_t>(s.batch, kMinGemmPixels / P));
 }
 
 
@@ -133,24 +144,30 @@ template <typename T>
 void sep_conv2d_forward_cpu(const SepConv2dShape& s, const T* x, const T* dw, const T* pw, const T* bias, T* y) {
   const Kernels<T> k = kernels<T>();
   const int64_t lanes = 32 / static_cast<int64_t>(sizeof(T));
-  const int64_t C = s.channels, Ho = s.out_h, Wo = s.out_w;
-  // Bands of output rows: the depthwise buffer of a band (C x rows x W_out) stays within ~256 KiB (L2),
-  // and there are enough (image, band) units to keep every thread busy.
-  const int64_t row_bytes = C * Wo * static_cast<int64_t>(sizeof(T));
-  int64_t band = std::max<int64_t>(1, std::min<int64_t>(Ho, (int64_t(256) << 10) / std::max<int64_t>(1, row_bytes)));
-  const int64_t threads = std::max(1, at::get_num_threads());
-  while (band > 1 && s.batch * ((Ho + band - 1) / band) < 4 * threads) band = (band + 1) / 2;
-  const int64_t bands = (Ho + band - 1) / band;
+  const int64_t C = s.channels, Co = s.out_channels, Ho = s.out_h, Wo = s.out_w;
+  const int64_t group = images_per_unit(s);
+  // One image: bands of output rows, so the depthwise buffer of a band (C x rows x W_out) stays within
+  // ~256 KiB (L2) and there are enough (image, band) units to keep every thread busy. Several images: whole
+  // planes (they are small).
+  int64_t band = Ho;
+  if (group == 1) {
+    const int64_t row_bytes = C * Wo * static_cast<int64_t>(sizeof(T));
+    band = std::max<int64_t>(1, std::min<int64_t>(Ho, (int64_t(256) << 10) / std::max<int64_t>(1, row_bytes)));
+    const int64_t threads = std::max(1, at::get_num_threads());
+    while (band > 1 && s.batch * ((Ho + band - 1) / band) < 4 * threads) band = (band + 1) / 2;
+  }
+  const int64_t bands = (Ho + band - 1) / band, groups = (s.batch + group - 1) / group;
   std::vector<int64_t> off;
   const int64_t rows = (band - 1) * s.stride_h + s.dilation_h * (s.kernel_h - 1) + 1;
   const PlaneGeom g = plane_geom(s, rows, lanes, off);
-  const int64_t ws_size = g.plane_size + C * band * Wo + lanes;
-  at::parallel_for(0, s.batch * bands, 1, [&](int64_t begin, int64_t end) {
+  const int64_t pixels = group * band * Wo;
+  const int64_t ws_size = g.plane_size + C * pixels + lanes + (group > 1 ? Co * pixels : 0);
+  at::parallel_for(0, groups * bands, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> ws(static_cast<size_t>(ws_size), T(0));
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t n = u / bands, b = u % bands;
+      const int64_t n0 = (u / bands) * group, n1 = std::min(s.batch, n0 + group), b = u % bands;
       const int64_t ho0 = b * band, ho1 = std::min(Ho, ho0 + band);
-      k.forward_band(s, g, n, ho0, ho1, x, dw, pw, bias, y, ws.data());
+      k.forward_unit(s, g, n0, n1, ho0, ho1, x, dw, pw, bias, y, ws.data());
     }
   });
 }
@@ -164,25 +181,27 @@ void sep_conv2d_backward_cpu(const SepConv2dShape& s, const T* grad_y, const T* 
   std::vector<int64_t> off;
   const int64_t rows = (Ho - 1) * s.stride_h + s.dilation_h * (s.kernel_h - 1) + 1;
   const PlaneGeom g = plane_geom(s, rows, lanes, off);
-  const int64_t P = Ho * Wo;
-  const int64_t ws_size = 2 * g.plane_size + Ho * g.WoP + 2 * C * P + lanes;
+  const int64_t group = images_per_unit(s), groups = (s.batch + group - 1) / group;
+  const int64_t pixels = group * Ho * Wo;
+  const int64_t ws_size = 2 * g.plane_size + Ho * g.WoP + 2 * C * pixels + lanes + (group > 1 ? Co * pixels : 0);
   // pointwise weights transposed to (C, C_out), for grad_D = pw^T grad_y
   std::vector<T> pw_t(static_cast<size_t>(C * Co));
   for (int64_t co = 0; co < Co; ++co)
     for (int64_t c = 0; c < C; ++c) pw_t[c * Co + co] = pw[co * C + c];
 
   // Weight gradients: one accumulator vector [grad_pw (Co*C) | grad_dw (C*taps) | grad_bias (Co)], summed in
-  // T within an image and in double across images and chunks.
+  // T within a unit of images and in double across units and chunks.
   const int64_t pw_size = Co * C, dw_size = C * taps, width = pw_size + dw_size + Co;
   std::vector<double> total(static_cast<size_t>(width));
-  parallel_accumulate<double>(s.batch, width, total.data(), [&](int64_t n_begin, int64_t n_end, double* acc) {
+  parallel_accumulate<double>(groups, width, total.data(), [&](int64_t first, int64_t last, double* acc) {
     std::vector<T> ws(static_cast<size_t>(ws_size), T(0));
-    std::vector<T> image_acc(static_cast<size_t>(width));
-    for (int64_t n = n_begin; n < n_end; ++n) {
-      std::fill(image_acc.begin(), image_acc.end(), T(0));
-      k.backward_image(s, g, n, grad_y, x, dw, pw_t.data(), grad_x, image_acc.data(), image_acc.data() + pw_size,
-                       image_acc.data() + pw_size + dw_size, ws.data());
-      for (int64_t i = 0; i < width; ++i) acc[i] += static_cast<double>(image_acc[i]);
+    std::vector<T> unit_acc(static_cast<size_t>(width));
+    for (int64_t u = first; u < last; ++u) {
+      std::fill(unit_acc.begin(), unit_acc.end(), T(0));
+      const int64_t n0 = u * group, n1 = std::min(s.batch, n0 + group);
+      k.backward_images(s, g, n0, n1, grad_y, x, dw, pw_t.data(), grad_x, unit_acc.data(), unit_acc.data() + pw_size,
+                        unit_acc.data() + pw_size + dw_size, ws.data());
+      for (int64_t i = 0; i < width; ++i) acc[i] += static_cast<double>(unit_acc[i]);
     }
   });
   for (int64_t i = 0; i < pw_size; ++i) grad_pw[i] = static_cast<T>(total[i]);
