@@ -1,6 +1,6 @@
 // Every schema of the pyaccel_nas op library, in one place. Kernels are registered per device next to
-// their wrappers (csrc/<op>/<op>.cpp); fake kernels and autograd are registered from Python
-// (pyaccel_nas/ops/).
+// their wrappers (csrc/<op>/<op>.cpp), autograd for all devices in csrc/autograd.cpp; fake kernels are
+// registered from Python (pyaccel_nas/ops/).
 #include <torch/library.h>
 
 TORCH_LIBRARY(pyaccel_nas, m) {

@@ -54,17 +54,6 @@ def _register() -> None:
         _check(x, gate, threshold)
         return empty_in_format(x.shape, x, output_memory_format(x)), gate.new_empty(gate.shape)
 
-    def _setup_context(ctx, inputs, output):
-        x, gate, threshold = inputs
-        ctx.save_for_backward(x, gate)
-        ctx.threshold = threshold
-
-    def _backward(ctx, grad_out):
-        x, gate = ctx.saved_tensors
-        grad_x, grad_gate = torch.ops.pyaccel_nas.channel_gate_backward(grad_out, x, gate, ctx.threshold)
-        return grad_x, grad_gate, None
-
-    torch.library.register_autograd("pyaccel_nas::channel_gate", _backward, setup_context=_setup_context)
 
 
 if _extension.LOADED:

@@ -92,17 +92,6 @@ def _register() -> None:
         fmt = output_memory_format(branches[0])
         return [empty_in_format(b.shape, b, fmt) for b in branches], weights.new_empty(weights.shape)
 
-    def _setup_context(ctx, inputs, output):
-        branches, weights, size, mode = inputs
-        ctx.save_for_backward(*branches, weights)
-        ctx.mode = mode
-
-    def _backward(ctx, grad_out):
-        *branches, weights = ctx.saved_tensors
-        grad_branches, grad_weights = torch.ops.pyaccel_nas.multires_sum_backward(grad_out, branches, weights, ctx.mode)
-        return list(grad_branches), grad_weights, None, None
-
-    torch.library.register_autograd("pyaccel_nas::multires_sum", _backward, setup_context=_setup_context)
 
 
 if _extension.LOADED:

@@ -102,21 +102,6 @@ def _register() -> None:
             pw_weight.new_empty(pw_weight.shape[0]),
         )
 
-    def _setup_context(ctx, inputs, output):
-        x, dw_weight, pw_weight, pw_bias, stride, padding, dilation, pre_relu = inputs
-        # Only the inputs: the backward recomputes the depthwise result.
-        ctx.save_for_backward(x, dw_weight, pw_weight)
-        ctx.has_bias = pw_bias is not None
-        ctx.conv_args = (stride, padding, dilation, pre_relu)
-
-    def _backward(ctx, grad_out):
-        x, dw_weight, pw_weight = ctx.saved_tensors
-        grad_x, grad_dw, grad_pw, grad_bias = torch.ops.pyaccel_nas.sep_conv2d_backward(
-            grad_out, x, dw_weight, pw_weight, *ctx.conv_args
-        )
-        return grad_x, grad_dw, grad_pw, grad_bias if ctx.has_bias else None, None, None, None, None
-
-    torch.library.register_autograd("pyaccel_nas::sep_conv2d", _backward, setup_context=_setup_context)
 
     # FLOP formulas, so torch.utils.flop_counter.FlopCounterMode (and MAC counts built on it) see the op.
     def _depthwise_and_pointwise_flops(x_shape, dw_shape, pw_shape, out_shape) -> tuple[int, int]:
