@@ -40,6 +40,14 @@ def uninterrupted(tmp_path_factory) -> Path:
     return out
 
 
+def running(pid: str) -> bool:
+    """Whether process ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def search_cli(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "pyaccel_nas.cli", "search", *CLI, "--out", str(out), *extra]
 
@@ -47,22 +55,27 @@ def search_cli(out: Path, *extra: str) -> list[str]:
 def test_a_search_killed_mid_cycle_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
     total = len(journal_keys(uninterrupted))
     out = tmp_path / "killed"
-    search = subprocess.Popen(search_cli(out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    search = subprocess.Popen(search_cli(out, "--executor", "process", "--workers", "2"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
     journal, deadline = out / "journal.jsonl", time.monotonic() + 240
     # 4 initial networks and 2 of the 4 children of cycle 1 finished: the kill lands mid-cycle
     while not (journal.exists() and len(journal.read_text().splitlines()) > 1 + 6):
         assert search.poll() is None, search.stderr.read().decode()
         assert time.monotonic() < deadline, "the search did not get going"
         time.sleep(0.02)
+    workers = Path(f"/proc/{search.pid}/task/{search.pid}/children").read_text().split()
     search.send_signal(signal.SIGKILL)
     search.wait()
+    gone_by = time.monotonic() + 15
+    while any(running(pid) for pid in workers):  # the pool's workers leave with the search
+        assert time.monotonic() < gone_by, "worker processes outlived the killed search"
+        time.sleep(0.1)
     finished = journal_keys(out)
     assert 6 <= len(finished) < total  # killed mid-search, with finished work to keep
     assert not (out / "result.json").exists()
 
     # resume through another executor: nothing the killed run finished is run again
-    resumed = subprocess.run(search_cli(out, "--resume", "--executor", "process", "--workers", "2"),
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(search_cli(out, "--resume"), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     keys = journal_keys(out)
     assert keys[: len(finished)] == finished  # kept, in place

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -18,11 +20,20 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _limit_threads(threads: int) -> None:
-    # each worker gets its share of the cores, so N workers do not each start a thread per core
+def _start_worker(threads: int, parent: int) -> None:
     import torch
 
+    # each worker gets its share of the cores, so N workers do not each start a thread per core
     torch.set_num_threads(threads)
+    # a search killed with SIGKILL cannot shut its pool down: its workers notice and leave instead of
+    # lingering forever (a resumed search runs whatever they were doing again)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 class ProcessExecutor(Executor):
@@ -47,7 +58,7 @@ class ProcessExecutor(Executor):
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_limit_threads, initargs=(self.threads,))
+                                   initializer=_start_worker, initargs=(self.threads, os.getpid()))
 
     def _attempt(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Outcome]:
         if self._pool is None:
