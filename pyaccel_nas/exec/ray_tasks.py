@@ -33,8 +33,8 @@ class RayExecutor(Executor):
 
     Args:
         address: the cluster to join (``"auto"``: the one started on this machine with ``ray start``;
-            ``"HOST:PORT"``: a head node). None starts a local Ray instance, unless this process already
-            called ``ray.init``, in which case that instance is used.
+            ``"HOST:PORT"``: a head node). None starts a local Ray instance (which ``close`` stops), unless
+            this process already called ``ray.init``, in which case that instance is used and left running.
         threads: CPUs each task declares (and the torch threads it runs).
         retries: how often a failed task (an exception, a lost worker) is run again. Ray's own retries are
             off, so there is one retry policy whatever the executor.
@@ -47,7 +47,8 @@ class RayExecutor(Executor):
         if threads < 1:
             raise ValueError(f"RayExecutor: `threads` must be >= 1, got {threads}")
         ray = _import_ray()
-        if not ray.is_initialized():
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
             ray.init(address=address, log_to_driver=False)
         self.threads = threads
         self._remote = ray.remote(num_cpus=threads, max_retries=0, retry_exceptions=False)(_call)
@@ -69,3 +70,8 @@ class RayExecutor(Executor):
         finally:
             for ref in pending:  # the caller stopped early (an interrupt): do not leave work running
                 ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        if self._owns_ray:  # a Ray instance this process was already using is left to its owner
+            _import_ray().shutdown()
+            self._owns_ray = False
