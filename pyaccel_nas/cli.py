@@ -130,8 +130,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--threads", type=int, help="torch threads per evaluation (default 1); results depend on it, "
                                                     "so a resumed run must keep it")
     parser.add_argument("--retries", type=int, default=2,
-                        help="times a failed evaluation is run again before it is recorded as failed "
-                             "and the search goes on without it (default 2)")
+                        help="times a failed evaluation is run again before it is recorded as failed and "
+                             f"the {what} goes on without it (default 2)")
 
 
 def _executor(args: argparse.Namespace, threads: int):
