@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray")
 
 # a tiny search on scikit-learn's digits: 4 initial networks, 2 cycles of 3 children and their promotions
 SEARCH = dict(dataset="digits", proxy="c4r0s0e3", channels=8, layers=3, cycles=2, children=(1, 1, 1),
-              promote=(1, 1), batch_size=128, final_top=1, final_proxy="c4r0s0e2")
+              promote=(1, 1), batch_size=128, final_top=1, final_proxy="c4r0s0e2", threads=1)
 
 
 @pytest.fixture(scope="module")

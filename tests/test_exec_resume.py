@@ -23,10 +23,9 @@ from pyaccel_nas.exec import InlineExecutor
 from pyaccel_nas.exec.files import atomic_writer
 
 # the smoke preset shrunk to digits: 4 initial networks, 2 cycles of 4 children and their promotions (18 evaluations)
-SEARCH = dict(dataset="digits", proxy="c4r0s0e3", channels=8, layers=3, cycles=2,
-              final_proxy="c4r0s0e2")
+SEARCH = dict(dataset="digits", proxy="c4r0s0e3", channels=8, layers=3, cycles=2, final_proxy="c4r0s0e2", threads=1)
 CLI = ["--preset", "smoke", "--dataset", "digits", "--proxy", "c4r0s0e3", "--channels", "8", "--layers", "3",
-       "--cycles", "2", "--final-proxy", "c4r0s0e2", "--quiet"]
+       "--cycles", "2", "--final-proxy", "c4r0s0e2", "--threads", "1", "--quiet"]
 
 
 def journal_keys(out: Path) -> list[str]:
@@ -150,7 +149,7 @@ def test_a_resume_with_other_settings_or_without_a_journal_is_refused(uninterrup
     out = tmp_path / "copy"
     shutil.copytree(uninterrupted, out)
     with pytest.raises(JournalError, match="other settings"):
-        run_search(preset("smoke", **SEARCH, threads=2), out, resume=True, progress=False)
+        run_search(preset("smoke", **{**SEARCH, "threads": 2}), out, resume=True, progress=False)
     with pytest.raises(JournalError, match="nothing to resume"):
         run_search(preset("smoke", **SEARCH), tmp_path / "empty", resume=True, progress=False)
 

@@ -78,9 +78,10 @@ class SearchConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # under a minute on 2 CPU cores: a handful of tiny networks on a slice of the data
+    # under a minute on 2 CPU cores: a handful of tiny networks on a slice of the data, each trained on both
+    # cores (the other presets train one network per core: --executor process)
     "smoke": dict(proxy="c4r4s50e3", cycles=2, initial=4, children=(2, 1, 1), promote=(2, 1), age=3, tournament=2,
-                  layers=5, batch_size=64, final_top=1, final_proxy="c4r4s25e3"),
+                  layers=5, batch_size=64, final_top=1, final_proxy="c4r4s25e3", threads=2),
     # minutes on a laptop CPU: small networks, a tenth of the data
     "cpu": dict(proxy="c4r4s10e6", cycles=4, initial=8, children=(3, 3, 2), promote=(4, 2), age=4, tournament=3,
                 layers=6, batch_size=96, final_top=2, final_proxy="c4r2s5e6"),
