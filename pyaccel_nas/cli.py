@@ -39,19 +39,23 @@ def _search(args: argparse.Namespace) -> int:
     overrides = {
         "strategy": args.strategy, "dataset": args.dataset, "data_root": args.data_root, "proxy": args.proxy,
         "cycles": args.cycles, "budget": args.budget, "seed": args.seed, "final_top": args.final_top,
-        "final_proxy": args.final_proxy, "layers": args.layers, "channels": args.channels,
+        "final_proxy": args.final_proxy, "layers": args.layers, "channels": args.channels, "threads": args.threads,
     }
     config = preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
-    result = run_search(config, args.out, resume=args.resume, progress=not args.quiet)
+    with _executor(args, config.threads) as executor:
+        result = run_search(config, args.out, resume=args.resume, executor=executor, progress=not args.quiet)
     best = result["best"]
     print(f"{config.strategy} search on {config.dataset} with proxy {config.proxy}: "
           f"{result['trained_networks']} networks, cost {result['cost']['macs']:.3g} MACs "
           f"({result['cost']['epochs']} network-epochs), stopped by {result['stopped_by']}")
     if best is not None:
         print(f"best validation accuracy {best['val_accuracy']:.4f} (network {best['network_id']})")
+    if result["failed"]:
+        print(f"{len(result['failed'])} evaluations failed after {args.retries} retries (listed in result.json)")
     for entry in result["final"]["networks"]:
-        print(f"  retrained at {result['final']['proxy']}: network {entry['network_id']} "
-              f"val {entry['val_accuracy']:.4f} test {entry['test_accuracy']:.4f}")
+        scores = (f"failed: {entry['error']}" if entry["error"] else
+                  f"val {entry['val_accuracy']:.4f} test {entry['test_accuracy']:.4f}")
+        print(f"  retrained at {result['final']['proxy']}: network {entry['network_id']} {scores}")
     print(f"wrote {Path(args.out) / 'result.json'}, {Path(args.out) / 'search.png'}")
     return 0
 
@@ -61,9 +65,10 @@ def _proxy_study(args: argparse.Namespace) -> int:
 
     overrides = {"dataset": args.dataset, "data_root": args.data_root, "architectures": args.architectures,
                  "ground_truth": args.ground_truth, "seed": args.seed, "layers": args.layers,
-                 "proxies": tuple(args.proxies.split(",")) if args.proxies else None}
+                 "proxies": tuple(args.proxies.split(",")) if args.proxies else None, "threads": args.threads}
     config = study_preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
-    result = run_study(config, args.out, resume=args.resume, progress=not args.quiet)
+    with _executor(args, config.threads) as executor:
+        result = run_study(config, args.out, resume=args.resume, executor=executor, progress=not args.quiet)
     truth = result["ground_truth"]
     print(f"{config.architectures} architectures on {config.dataset}; ground truth {truth['setting']} "
           f"({truth['cost_macs']:.3g} MACs)")
@@ -111,9 +116,29 @@ def _add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | 
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    from pyaccel_nas.exec import EXECUTORS
+
+    parser.add_argument("--out", required=True, type=Path,
+                        help="output directory (with --executor ray on several machines: a shared filesystem)")
     parser.add_argument("--resume", action="store_true", help=f"continue the {what} in OUT (same settings)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--executor", choices=EXECUTORS, default="inline",
+                        help="where evaluations run: this process (default), a local process pool, or Ray tasks")
+    parser.add_argument("--workers", type=int, help="process executor: worker processes (default: cores / threads)")
+    parser.add_argument("--address", help="ray executor: cluster to join, auto or HOST:PORT (default: start a local "
+                                          "Ray instance)")
+    parser.add_argument("--threads", type=int, help="torch threads per evaluation (default 1); results depend on it, "
+                                                    "so a resumed run must keep it")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="times a failed evaluation is run again before it is recorded as failed and "
+                             f"the {what} goes on without it (default 2)")
+
+
+def _executor(args: argparse.Namespace, threads: int):
+    from pyaccel_nas.exec import make_executor
+
+    return make_executor(args.executor, workers=args.workers, address=args.address, threads=threads,
+                         retries=args.retries)
 
 
 def build_parser() -> argparse.ArgumentParser:

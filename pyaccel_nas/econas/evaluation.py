@@ -70,7 +70,9 @@ class EvaluationTask:
 
     ``resume_from`` is the checkpoint of an earlier stage (None: start from scratch with ``seed``).
     The result is scored on the validation split, and also on the test split when ``report_test`` (the
-    final retraining: the search itself never sees the test split).
+    final retraining: the search itself never sees the test split). Training runs ``threads`` torch
+    threads, whatever the executor: CPU reductions split over another thread count round differently,
+    so a fixed count is what makes an evaluation's result the same in any process.
     """
 
     network_id: int
@@ -85,6 +87,7 @@ class EvaluationTask:
     checkpoint_dir: str
     resume_from: str | None = None
     report_test: bool = False
+    threads: int = 1
 
     @property
     def key(self) -> str:
@@ -98,32 +101,64 @@ class EvaluationTask:
         return str(Path(self.checkpoint_dir) / f"net{self.network_id:05d}-{self.proxy}-e{self.target_epochs}{final}.pt")
 
 
+_NUMBER = (int, float)
+_RESULT_FIELDS = {  # the type of each field as it comes back from JSON
+    "key": str, "network_id": int, "genotype": dict, "val_accuracy": _NUMBER + (type(None),),
+    "test_accuracy": _NUMBER + (type(None),), "epochs": (int, type(None)), "checkpoint": (str, type(None)),
+    "seconds": _NUMBER, "error": (str, type(None)),
+}
+
+
 @dataclass(frozen=True)
 class EvaluationResult:
+    """A finished evaluation: what it trained, its accuracies and checkpoint, or ``error``: why it failed
+    (after the executor's retries), in which case the accuracies, epochs and checkpoint are None."""
+
     key: str
     network_id: int
-    val_accuracy: float
+    genotype: dict
+    val_accuracy: float | None
     test_accuracy: float | None
-    epochs: int
-    checkpoint: str
+    epochs: int | None
+    checkpoint: str | None
     seconds: float
+    error: str | None = None
+
+    @classmethod
+    def failure(cls, task: EvaluationTask, error: str) -> EvaluationResult:
+        return cls(task.key, task.network_id, task.genotype.to_dict(), None, None, None, None, 0.0, error)
+
+    @classmethod
+    def from_dict(cls, record: object) -> EvaluationResult:
+        """The result a JSON record holds; ValueError naming the field if it is not one."""
+        if not isinstance(record, dict) or set(record) != set(_RESULT_FIELDS):
+            raise ValueError(f"expected an object with the fields {', '.join(_RESULT_FIELDS)}")
+        for name, types in _RESULT_FIELDS.items():
+            if not isinstance(record[name], types) or isinstance(record[name], bool):
+                raise ValueError(f"field `{name}` has the wrong type ({record[name]!r})")
+        return cls(**record)
 
 
 def run_evaluation(task: EvaluationTask, progress=None) -> EvaluationResult:
     """Trains the task's network and returns its accuracy (validation, and test if the task asks)."""
     start = time.perf_counter()
-    dataset = proxied_dataset(task.data, task.proxy)
-    if task.resume_from is not None:
-        trainer = Trainer.load(task.resume_from, dataset)
-    else:
-        config = network_config(task.base_config, task.proxy, dataset)
-        trainer = Trainer(task.genotype, dataset, config, task.schedule_epochs, task.recipe, task.seed)
-    trainer.train(task.target_epochs - trainer.epochs_done, progress=progress)
-    val_accuracy = trainer.evaluate("val")
-    test_accuracy = trainer.evaluate("test") if task.report_test else None
-    Path(task.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    trainer.save(task.checkpoint)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(task.threads)
+    try:
+        dataset = proxied_dataset(task.data, task.proxy)
+        if task.resume_from is not None:
+            trainer = Trainer.load(task.resume_from, dataset)
+        else:
+            config = network_config(task.base_config, task.proxy, dataset)
+            trainer = Trainer(task.genotype, dataset, config, task.schedule_epochs, task.recipe, task.seed)
+        trainer.train(task.target_epochs - trainer.epochs_done, progress=progress)
+        val_accuracy = trainer.evaluate("val")
+        test_accuracy = trainer.evaluate("test") if task.report_test else None
+        Path(task.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        trainer.save(task.checkpoint)
+    finally:
+        torch.set_num_threads(threads)
     return EvaluationResult(
-        task.key, task.network_id, val_accuracy, test_accuracy, trainer.epochs_done, task.checkpoint,
-        time.perf_counter() - start,
+        task.key, task.network_id, task.genotype.to_dict(), val_accuracy, test_accuracy, trainer.epochs_done,
+        task.checkpoint, time.perf_counter() - start,
     )

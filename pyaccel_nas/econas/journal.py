@@ -1,10 +1,13 @@
 """The search journal: an append-only file of finished evaluations, the durable state of a search.
 
 Line 1 is a header naming the format and the search's settings; each further line is one evaluation
-result, written and fsynced as soon as the evaluation finishes. A search is deterministic given its
-settings and the results it has seen, so resuming is replaying the search with finished evaluations read
-from here instead of run again: nothing finished is lost or redone, and the outcome equals that of an
-uninterrupted run.
+result (or failure), written and fsynced as soon as the evaluation finishes, whichever executor ran it. A
+search is deterministic given its settings and the results it has seen, so resuming is replaying the
+search with finished evaluations read from here instead of run again: the replay rebuilds the populations,
+tiers, ages, RNG state, cost and checkpoint paths exactly as they were, at any point (mid-cycle, with some
+of a parallel batch finished), nothing finished is lost or redone, and the outcome equals that of an
+uninterrupted run. Each record names the genotype it trained, so a replay that asks for another
+architecture under the same key (the code changed since) is refused instead of mixing two searches.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from pyaccel_nas.econas.evaluation import EvaluationResult, EvaluationTask, run_evaluation
 
-JOURNAL_FORMAT = "pyaccel_nas.econas.journal/1"
+JOURNAL_FORMAT = "pyaccel_nas.econas.journal/2"
 
 
 class JournalError(RuntimeError):
@@ -58,8 +61,8 @@ class Journal:
         complete = lines[1:-1]  # the file ends with a newline; anything after the last one was cut off
         for number, line in enumerate(complete, start=2):
             try:
-                result = EvaluationResult(**json.loads(line))
-            except (json.JSONDecodeError, TypeError) as exc:
+                result = EvaluationResult.from_dict(json.loads(line))
+            except ValueError as exc:  # json.JSONDecodeError is one
                 raise JournalError(f"{self.path}: line {number} is corrupted ({exc})") from exc
             self.results[result.key] = result
         if lines[-1]:  # a record cut off by a crash mid-write: drop it, it will be redone
@@ -81,8 +84,16 @@ class Journal:
 
     def evaluate(self, tasks: list[EvaluationTask], executor) -> list[EvaluationResult]:
         """Results of ``tasks`` in order: read from the journal where finished before, else run by
-        ``executor`` and recorded as each one finishes."""
+        ``executor`` and recorded as each one finishes (a task that failed every retry as a failure)."""
+        for task in tasks:
+            found = self.results.get(task.key)
+            if found is not None and found.genotype != task.genotype.to_dict():
+                raise JournalError(
+                    f"{self.path}: {task.key} trained another genotype than this search now asks for: the journal "
+                    f"was written by another version of the search; resume with that version"
+                )
         pending = [t for t in tasks if t.key not in self.results]
-        for result in executor.run(run_evaluation, pending):
-            self.record(result)
+        for outcome in executor.run(run_evaluation, pending):
+            failed = outcome.error is not None
+            self.record(EvaluationResult.failure(outcome.task, outcome.error) if failed else outcome.result)
         return [self.results[t.key] for t in tasks]

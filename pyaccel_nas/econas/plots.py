@@ -95,15 +95,20 @@ def plot_search(result: dict, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def _drawable(accuracies: list[float | None]) -> list[float]:
+    """Accuracies to plot: a failed evaluation (None) becomes NaN, which matplotlib leaves out."""
+    return [float("nan") if a is None else a for a in accuracies]
+
+
 def plot_study(result: dict, path: str | Path) -> Path:
     """One scatter per proxy: its validation accuracy against the ground truth's, with rho and tau."""
     proxies = result["proxies"]
     columns = min(3, len(proxies))
     rows = -(-len(proxies) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.8 * rows), squeeze=False)
-    truth = result["ground_truth"]["val_accuracy"]
+    truth = _drawable(result["ground_truth"]["val_accuracy"])
     for ax, (name, entry) in zip(axes.flat, proxies.items()):
-        ax.scatter(truth, entry["val_accuracy"], s=22)
+        ax.scatter(truth, _drawable(entry["val_accuracy"]), s=22)
         rho, tau = (("-" if v is None else f"{v:.2f}") for v in (entry["spearman"], entry["kendall"]))
         ax.set_title(f"{name}: rho {rho}, tau {tau}\n"
                      f"cost {entry['cost_vs_ground_truth']:.3f} x ground truth", fontsize=9)

@@ -5,7 +5,6 @@ retraining, and the outputs (``result.json``, ``search.png``, the journal and ch
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import random
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from pyaccel_nas.econas.proxy import Proxy
 from pyaccel_nas.econas.strategies import STRATEGIES
 from pyaccel_nas.econas.trainer import TrainRecipe
 from pyaccel_nas.exec import InlineExecutor
+from pyaccel_nas.exec.files import write_json_atomically
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,14 @@ class SearchConfig:
     final_top: int = 5
     final_proxy: str = "c0r0s0e600"  # the setting the top networks are retrained at (ground truth)
     val_fraction: float = 0.1
+    threads: int = 1  # torch threads per evaluation: results depend on it, the executor must not change it
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose from {', '.join(STRATEGIES)}")
         Proxy.parse(self.proxy)
         Proxy.parse(self.final_proxy)
-        for name in ("cycles", "initial", "tournament", "channels", "layers", "batch_size", "age"):
+        for name in ("cycles", "initial", "tournament", "channels", "layers", "batch_size", "age", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SearchConfig: `{name}` must be >= 1, got {getattr(self, name)}")
         if self.final_top < 0 or (self.budget is not None and self.budget <= 0):
@@ -77,9 +78,10 @@ class SearchConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # under a minute on 2 CPU cores: a handful of tiny networks on a slice of the data
+    # under a minute on 2 CPU cores: a handful of tiny networks on a slice of the data, each trained on both
+    # cores (the other presets train one network per core: --executor process)
     "smoke": dict(proxy="c4r4s50e3", cycles=2, initial=4, children=(2, 1, 1), promote=(2, 1), age=3, tournament=2,
-                  layers=5, batch_size=64, final_top=1, final_proxy="c4r4s25e3"),
+                  layers=5, batch_size=64, final_top=1, final_proxy="c4r4s25e3", threads=2),
     # minutes on a laptop CPU: small networks, a tenth of the data
     "cpu": dict(proxy="c4r4s10e6", cycles=4, initial=8, children=(3, 3, 2), promote=(4, 2), age=4, tournament=3,
                 layers=6, batch_size=96, final_top=2, final_proxy="c4r2s5e6"),
@@ -110,6 +112,7 @@ class Candidate:
     checkpoint: str | None = None
     last_trained_cycle: int = 0
     alive: bool = True
+    failed: bool = False  # an evaluation of it failed every retry: it left the search
 
 
 @dataclass
@@ -134,6 +137,7 @@ class SearchRun:
         self.cost_macs = 0
         self.cost_epochs = 0
         self.history: list[dict] = []
+        self.failures: list[dict] = []
         self._bar = tqdm(total=self.config.cycles + 1, desc=f"{self.config.strategy} search", unit="cycle",
                          disable=not self.progress)
 
@@ -148,7 +152,9 @@ class SearchRun:
     def train(self, targets: list[tuple[Candidate, int]]) -> None:
         """Trains each candidate up to its target epochs (one batch of independent evaluations).
 
-        Raises BudgetExhausted, after running the evaluations that fit, if one would pass the budget.
+        A candidate whose evaluation failed (after the executor's retries) leaves the search, keeping what it
+        had; the failure is recorded, and the cost counts finished training only. Raises
+        BudgetExhausted, after running the evaluations that fit, if one would pass the budget.
         """
         tasks, exhausted, planned = [], False, self.cost_macs
         for candidate, target in targets:
@@ -161,6 +167,11 @@ class SearchRun:
         by_id = {c.network_id: c for c, _ in targets}
         for result in self.evaluate(tasks):
             candidate = by_id[result.network_id]
+            if result.error is not None:
+                self.failures.append({"key": result.key, "network_id": result.network_id, "error": result.error})
+                candidate.failed = True
+                self.retire(candidate)
+                continue
             self.cost_macs += self.proxy.cost(candidate.macs_per_image, self.full_train_images,
                                               epochs=result.epochs - candidate.epochs)
             self.cost_epochs += result.epochs - candidate.epochs
@@ -217,7 +228,7 @@ class SearchRun:
             network_id=candidate.network_id, genotype=candidate.genotype, proxy=proxy, data=self.data,
             base_config=self.base_config, recipe=self.recipe, target_epochs=target, schedule_epochs=proxy.epochs,
             seed=self.config.seed * 1_000_003 + candidate.network_id, checkpoint_dir=str(self.out / "checkpoints"),
-            resume_from=resume_from, report_test=report_test,
+            resume_from=resume_from, report_test=report_test, threads=self.config.threads,
         )
 
     def _forget_checkpoint(self, candidate: Candidate) -> None:
@@ -259,10 +270,11 @@ def run_search(config: SearchConfig, out: str | Path, *, resume: bool = False, e
         "trained_networks": sum(c.epochs > 0 for c in run.networks),
         "cost": {"epochs": run.cost_epochs, "macs": run.cost_macs},
         "history": run.history,
+        "failed": run.failures,
         "final": final,
         "settings": dataclasses.asdict(config),
     }
-    _write_json(out / "result.json", result)
+    write_json_atomically(out / "result.json", result)
     from pyaccel_nas.econas.plots import plot_search
 
     plot_search(result, out / "search.png")
@@ -281,13 +293,7 @@ def _retrain_top(run: SearchRun) -> dict:
         "proxy": str(final_proxy),
         "networks": [
             {"network_id": c.network_id, "genotype": c.genotype.to_dict(), "search_val_accuracy": c.val_accuracy,
-             "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy}
+             "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy, "error": r.error}
             for c, r in zip(top, results)
         ],
     }
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)

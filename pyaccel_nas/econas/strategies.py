@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 def _tournament(run: SearchRun, pool: list[Candidate]) -> Candidate:
     """The most accurate of ``tournament`` networks drawn from ``pool`` (ties: the older network)."""
+    if not pool:
+        raise RuntimeError("no network left to choose a parent from: every evaluation failed (see result.json)")
     sample = run.rng.sample(pool, min(run.config.tournament, len(pool)))
     return max(sample, key=lambda c: (c.val_accuracy, -c.network_id))
 
@@ -69,7 +71,8 @@ def evolution(run: SearchRun) -> None:
     population = _initial_population(run, epochs)
     for _ in run.cycles():
         children = [
-            run.new_network(_tournament(run, population).genotype.mutate(run.rng)) for _ in range(sum(config.children))
+            run.new_network(_tournament(run, [c for c in population if c.alive]).genotype.mutate(run.rng))
+            for _ in range(sum(config.children))
         ]
         run.train([(c, epochs) for c in children])
         for child in children:  # aging: the oldest leaves, whatever its accuracy

@@ -4,13 +4,13 @@ architectures the way the ground-truth setting does, and at what cost?
 M random architectures are trained under the ground-truth setting and under every proxy; for each proxy
 the study reports Spearman's rho and Kendall's tau between its validation accuracies and the ground
 truth's, and the training cost of evaluating the M architectures. All evaluations go through a journal,
-so an interrupted study resumes where it stopped.
+so an interrupted study resumes where it stopped. An evaluation that fails every retry is recorded as a
+None accuracy, and that architecture is left out of the correlations it takes part in.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
@@ -27,6 +27,7 @@ from pyaccel_nas.econas.network import NetworkConfig
 from pyaccel_nas.econas.proxy import Proxy
 from pyaccel_nas.econas.trainer import TrainRecipe
 from pyaccel_nas.exec import InlineExecutor
+from pyaccel_nas.exec.files import write_json_atomically
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,13 @@ class StudyConfig:
     layers: int = 20
     batch_size: int = 96
     learning_rate: float = 0.025
+    threads: int = 1  # torch threads per evaluation (results depend on it; the executor does not)
 
     def __post_init__(self) -> None:
         if self.architectures < 3:
             raise ValueError(f"StudyConfig: rank correlation needs at least 3 architectures, got {self.architectures}")
+        if self.threads < 1:
+            raise ValueError(f"StudyConfig: `threads` must be >= 1, got {self.threads}")
         for text in (self.ground_truth, *self.proxies):
             Proxy.parse(text)
         object.__setattr__(self, "proxies", tuple(self.proxies))
@@ -88,7 +92,8 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, exe
         tasks = [
             EvaluationTask(network_id=i, genotype=g, proxy=proxy, data=data, base_config=base, recipe=recipe,
                            target_epochs=proxy.epochs, schedule_epochs=proxy.epochs,
-                           seed=config.seed * 1_000_003 + i, checkpoint_dir=str(out / "checkpoints"))
+                           seed=config.seed * 1_000_003 + i, checkpoint_dir=str(out / "checkpoints"),
+                           threads=config.threads)
             for i, g in enumerate(genotypes)
         ]
         accuracies[text] = [r.val_accuracy for r in journal.evaluate(tasks, executor)]
@@ -115,16 +120,18 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, exe
         },
         "settings": dataclasses.asdict(config),
     }
-    tmp = out / "study.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out / "study.json")
+    write_json_atomically(out / "study.json", result)
     from pyaccel_nas.econas.plots import plot_study
 
     plot_study(result, out / "study.png")
     return result
 
 
-def _correlation(statistic, a: list[float], b: list[float]) -> float | None:
-    """The rank correlation, or None where it is undefined (a setting that ranks every network equal)."""
-    value = float(statistic(a, b).statistic)
+def _correlation(statistic, a: list[float | None], b: list[float | None]) -> float | None:
+    """The rank correlation over the architectures both settings evaluated (None: failed), or None where
+    it is undefined (fewer than 3 of them, or a setting that ranks every network equal)."""
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    if len(pairs) < 3:
+        return None
+    value = float(statistic(*zip(*pairs)).statistic)
     return None if math.isnan(value) else value

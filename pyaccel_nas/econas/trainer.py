@@ -10,7 +10,6 @@ data-order RNG, so training E epochs, saving, loading and training E more gives 
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch import nn
 from pyaccel_nas.data import Dataset
 from pyaccel_nas.econas.genotype import Genotype
 from pyaccel_nas.econas.network import Network, NetworkConfig
+from pyaccel_nas.exec.files import atomic_writer
 
 CHECKPOINT_FORMAT = "pyaccel_nas.econas.checkpoint/1"
 
@@ -147,12 +147,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "data_rng": self.data_rng.get_state(),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_writer(path) as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
         return path
 
     @classmethod

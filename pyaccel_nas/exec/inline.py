@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any
 
-Task = TypeVar("Task")
-Result = TypeVar("Result")
+from pyaccel_nas.exec.base import Executor, Outcome, describe
 
 
-class InlineExecutor:
+class InlineExecutor(Executor):
     """Runs each task in the calling process, in order."""
 
     name = "inline"
 
-    def run(self, fn: Callable[[Task], Result], tasks: Iterable[Task]) -> Iterator[Result]:
+    def _attempt(self, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Outcome]:
         for task in tasks:
-            yield fn(task)
-
-    def close(self) -> None:
-        pass
+            try:
+                result = fn(task)
+            except Exception as exc:  # noqa: BLE001 - any failure of a task is the task's outcome
+                yield Outcome(task, error=describe(exc))
+            else:
+                yield Outcome(task, result)
