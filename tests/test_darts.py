@@ -227,6 +227,16 @@ def test_halves_split_the_training_data_only():
     assert halves.test is dataset.test
 
 
+def test_search_never_reads_the_test_split(tmp_path, monkeypatch):
+    from pyaccel_nas.data import Dataset
+
+    seen = []
+    original = Dataset.batches
+    monkeypatch.setattr(Dataset, "batches", lambda self, split, *a, **kw: seen.append(split) or original(self, split, *a, **kw))
+    run_darts(DartsConfig(**{**TINY, "proxy": "c2r0s4e1"}), tmp_path, progress=False)
+    assert set(seen) == {"train", "val"}
+
+
 def test_search_writes_the_result_contract_and_costs_as_the_proxy_says(tmp_path, monkeypatch):
     seen = []
     original = DartsSearch.evaluate

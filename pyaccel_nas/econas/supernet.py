@@ -37,15 +37,15 @@ class MixedOp(FusableModule):
 
     def __init__(self, C: int, stride: int) -> None:
         super().__init__()
-        self.computed = [k for k, name in enumerate(PRIMITIVES) if name != "none"]
+        computed = [k for k, name in enumerate(PRIMITIVES) if name != "none"]
         ops = []
-        for k in self.computed:
+        for k in computed:
             op = OPERATIONS[PRIMITIVES[k]](C, stride, False)
             if "pool" in PRIMITIVES[k]:  # DARTS normalises the parameter-free pools in the supernet
                 op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
             ops.append(op)
         self._ops = nn.ModuleList(ops)
-        self.register_buffer("_computed_index", torch.tensor(self.computed), persistent=False)
+        self.register_buffer("_computed_index", torch.tensor(computed), persistent=False)
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``weights``: this edge's (8,) softmaxed alphas."""
