@@ -1,6 +1,6 @@
 """pyaccel-nas: EcoNAS architecture search and multi-dimensional pruning on fused PyTorch ops.
 
-    pyaccel-nas search       EcoNAS search (hierarchical / evolution / random) on a proxy
+    pyaccel-nas search       EcoNAS search (hierarchical / evolution / random) or DARTS on a proxy
     pyaccel-nas proxy-study  rank consistency of proxies: Spearman/Kendall against a ground-truth setting
     pyaccel-nas train        train one genotype at a setting and report validation and test accuracy
     pyaccel-nas info         versions, compiled kernels per op and device, and why an op would fall back
@@ -36,6 +36,12 @@ def _info(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from pyaccel_nas.econas.search import preset, run_search
 
+    if args.strategy == "darts":
+        return _darts_search(args)
+    for flag, value in (("--max-skips", args.max_skips), ("--unrolled", args.unrolled or None),
+                        ("--reference-ops", args.reference_ops or None)):
+        if value is not None:
+            raise SystemExit(f"pyaccel-nas search: {flag} applies to --strategy darts only")
     overrides = {
         "strategy": args.strategy, "dataset": args.dataset, "data_root": args.data_root, "proxy": args.proxy,
         "cycles": args.cycles, "budget": args.budget, "seed": args.seed, "final_top": args.final_top,
@@ -57,6 +63,31 @@ def _search(args: argparse.Namespace) -> int:
                   f"val {entry['val_accuracy']:.4f} test {entry['test_accuracy']:.4f}")
         print(f"  retrained at {result['final']['proxy']}: network {entry['network_id']} {scores}")
     print(f"wrote {Path(args.out) / 'result.json'}, {Path(args.out) / 'search.png'}")
+    return 0
+
+
+def _darts_search(args: argparse.Namespace) -> int:
+    from pyaccel_nas.econas.darts import darts_preset, run_darts
+
+    if args.cycles is not None:
+        raise SystemExit("pyaccel-nas search: --cycles does not apply to --strategy darts (the proxy's epochs do)")
+    overrides = {
+        "dataset": args.dataset, "data_root": args.data_root, "proxy": args.proxy, "budget": args.budget,
+        "seed": args.seed, "final_top": args.final_top, "final_proxy": args.final_proxy, "layers": args.layers,
+        "channels": args.channels, "max_skips": args.max_skips, "unrolled": args.unrolled or None,
+        "fused": False if args.reference_ops else None,
+    }
+    config = darts_preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
+    result = run_darts(config, args.out, resume=args.resume, progress=not args.quiet)
+    print(f"darts search on {config.dataset} with proxy {config.proxy}: {result['cost']['epochs']} epochs, cost "
+          f"{result['cost']['macs']:.3g} MACs, stopped by {result['stopped_by']}")
+    if result["best"] is not None:
+        print(f"supernet validation accuracy {result['best']['val_accuracy']:.4f}; derived normal cell has "
+              f"{result['skip_connections']['normal']} skip connections")
+    for entry in result["final"]["networks"]:
+        print(f"  retrained at {result['final']['proxy']}: val {entry['val_accuracy']:.4f} "
+              f"test {entry['test_accuracy']:.4f}")
+    print(f"wrote {Path(args.out) / 'result.json'}, {Path(args.out) / 'alphas.png'}")
     return 0
 
 
@@ -157,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the journal of finished evaluations and checkpoints. Flags override the preset.")
     search.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                         help="sizes and proxy: smoke (under a minute on 2 CPU cores), cpu (minutes), paper (default)")
-    search.add_argument("--strategy", choices=sorted(STRATEGIES), help="default: hierarchical")
+    search.add_argument("--strategy", choices=sorted([*STRATEGIES, "darts"]),
+                        help="default: hierarchical; darts: differentiable search of a supernet (its own presets)")
     _add_data_arguments(search, None)
     search.add_argument("--proxy", help="training setting of the search, c{x}r{y}s{z}e{n} (paper: c4r4s0e60)")
     search.add_argument("--cycles", type=int, help="search cycles (paper: 100)")
@@ -167,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--channels", type=int, help="channels of the first cells before the proxy divides them (36)")
     search.add_argument("--final-top", type=int, help="how many of the best networks to retrain at --final-proxy")
     search.add_argument("--final-proxy", help="setting of the final retraining (paper: c0r0s0e600, the ground truth)")
+    search.add_argument("--max-skips", type=int, help="darts: at most this many skip connections in the derived "
+                                                      "normal cell")
+    search.add_argument("--unrolled", action="store_true", help="darts: second-order (unrolled) alpha gradient")
+    search.add_argument("--reference-ops", action="store_true", help="darts: run the supernet on the reference "
+                                                                      "ops instead of the fused ones")
     _add_run_arguments(search, "search")
     search.set_defaults(run=_search)
 

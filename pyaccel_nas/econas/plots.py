@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pyaccel_nas.econas.genotype import CELL_INPUTS, EDGES_PER_NODE, NODES, Genotype  # noqa: E402
 
@@ -117,4 +118,26 @@ def plot_study(result: dict, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(proxies):]:
         ax.axis("off")
+    return _save(fig, path)
+
+
+def plot_alphas(result: dict, path: str | Path) -> Path:
+    """A DARTS search: per cell type, each operation's softmaxed alpha averaged over the edges, per epoch;
+    and the supernet's validation accuracy per epoch."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    epochs = [entry["epoch"] for entry in result["alphas"]]
+    for ax, cell in zip(axes, ("normal", "reduce")):
+        for k, op in enumerate(result["primitives"]):
+            mean = [sum(row[k] for row in entry[cell]) / len(entry[cell]) for entry in result["alphas"]]
+            ax.plot(epochs, mean, marker="o", ms=3, color=_OP_COLOURS[op], label=op)
+        ax.set_title(f"{cell} cell: softmax(alpha), mean over edges")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    axes[2].plot([h["epoch"] for h in result["history"]], [h["val_accuracy"] for h in result["history"]],
+                 marker="o")
+    axes[2].set_title(f"supernet validation accuracy ({result['proxy']})")
+    axes[2].grid(alpha=0.3)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, path)

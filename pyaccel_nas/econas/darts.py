@@ -1,0 +1,417 @@
+"""DARTS (Liu et al., ICLR 2019) as a search strategy under EcoNAS proxies, on the fused ops.
+
+The proxy applies exactly as in the evolutionary search: channels divided (``c``), the dataset at reduced
+resolution (``r``) and a stratified sample subset (``s``) through :func:`proxied_dataset`, and the
+proxy's epochs as the length of the search. The proxied training split is halved (stratified, seeded):
+the supernet's weights train on one half, the architecture parameters alpha on the other, alternating
+per batch (alpha first, as DARTS does). Neither sees the held-out validation split, on which the
+supernet's accuracy is reported each epoch, nor the test split, which only the final retraining reports.
+
+- weights: SGD with momentum and weight decay, gradient clipping, cosine schedule down to
+  ``learning_rate_min`` (DARTS' settings);
+- alpha: Adam (lr 3e-4, betas (0.5, 0.999), weight decay 1e-3); first-order by default, or the unrolled
+  second-order gradient (one virtual SGD step, finite-difference Hessian-vector product) with ``unrolled``.
+
+Cost, on the scale of the other strategies (:meth:`Proxy.cost`: MACs per image x images x epochs x 3 for
+forward + backward): per epoch, the supernet's MACs per image (every operation of every edge) x (images of
+the weight half x 3 + images of the alpha half x 3, or x 12 when unrolled: the virtual step's forward and
+backward, the validation forward and backward, and two forward and backward passes for the Hessian-vector
+product). First-order, that is exactly ``Proxy.cost`` of the supernet for each epoch. Evaluating the
+held-out validation split is not counted (nor is it for the other strategies).
+
+After each epoch the whole search state (supernet with alpha, both optimizers, the schedule, the data-order
+RNGs, history) is checkpointed atomically; ``resume`` continues from the last finished epoch and ends
+where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from tqdm import tqdm
+
+from pyaccel_nas.data import Dataset
+from pyaccel_nas.data.split import stratified_sample
+from pyaccel_nas.econas.evaluation import DataSpec, EvaluationTask, network_config, proxied_dataset, run_evaluation
+from pyaccel_nas.econas.genotype import PRIMITIVES
+from pyaccel_nas.econas.network import NetworkConfig
+from pyaccel_nas.econas.proxy import TRAINING_PASSES, Proxy
+from pyaccel_nas.econas.supernet import Supernet, skip_count
+from pyaccel_nas.econas.trainer import TrainRecipe
+from pyaccel_nas.nn import count_macs, set_fused
+
+CHECKPOINT_FORMAT = "pyaccel_nas.econas.darts_checkpoint/1"
+CHECKPOINT_NAME = "darts_checkpoint.pt"
+# forward + backward passes an alpha step costs per image: first-order, and unrolled (second-order)
+ARCH_PASSES = {False: TRAINING_PASSES, True: 4 * TRAINING_PASSES}
+
+
+@dataclass(frozen=True)
+class DartsConfig:
+    """Everything that determines a DARTS search. Defaults are DARTS' search settings (16 channels, 8 cells,
+    batch 64) under the EcoNAS paper's DARTS proxy c4r2s0e50; the derived cell is retrained at
+    ``final_proxy`` in the evaluation network (``final_channels``, ``final_layers``)."""
+
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    proxy: str = "c4r2s0e50"
+    budget: float | None = None  # MACs; the search stops before an epoch would pass it
+    seed: int = 0
+    channels: int = 16
+    layers: int = 8
+    batch_size: int = 64
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_learning_rate: float = 3e-4
+    arch_weight_decay: float = 1e-3
+    unrolled: bool = False
+    max_skips: int | None = None
+    fused: bool = True
+    final_top: int = 1  # 1: retrain the derived genotype at final_proxy; 0: skip
+    final_proxy: str = "c0r0s0e600"
+    final_channels: int = 36
+    final_layers: int = 20
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        Proxy.parse(self.proxy)
+        Proxy.parse(self.final_proxy)
+        for name in ("channels", "layers", "batch_size", "final_channels", "final_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"DartsConfig: `{name}` must be an int >= 1, got {value!r}")
+        for name in ("learning_rate", "arch_learning_rate", "grad_clip"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"DartsConfig: `{name}` must be > 0, got {getattr(self, name)!r}")
+        if self.final_top not in (0, 1):
+            raise ValueError(f"DartsConfig: DARTS derives one genotype, so `final_top` must be 0 or 1, got "
+                             f"{self.final_top!r}")
+        if self.max_skips is not None and (isinstance(self.max_skips, bool) or not isinstance(self.max_skips, int)
+                                           or self.max_skips < 0):
+            raise ValueError(f"DartsConfig: `max_skips` must be None or an int >= 0, got {self.max_skips!r}")
+        if self.budget is not None and self.budget <= 0:
+            raise ValueError(f"DartsConfig: `budget` must be > 0, got {self.budget!r}")
+
+    def resume_settings(self) -> dict:
+        """The settings a resumed search must share with its checkpoint. The budget, the final retraining, the
+        skip cap (applied when deriving) and the op implementation (same numbers) may change."""
+        settings = dataclasses.asdict(self)
+        for name in ("budget", "max_skips", "fused", "final_top", "final_proxy", "final_channels", "final_layers",
+                     "data_root"):
+            del settings[name]
+        return settings
+
+
+DARTS_PRESETS: dict[str, dict] = {
+    # under a minute on 2 CPU cores: a 3-cell supernet of 4 channels on 7x7 images of a hundredth of the
+    # data, and a validation split of 2% (the supernet is evaluated on it after every epoch)
+    "smoke": dict(proxy="c4r4s100e2", channels=16, layers=3, final_proxy="c4r4s50e2", final_channels=16,
+                  final_layers=3, val_fraction=0.02),
+    # minutes on a laptop CPU: 5 cells, 14x14 images, a tenth of the data
+    "cpu": dict(proxy="c4r2s10e6", channels=16, layers=5, final_proxy="c4r2s5e6", final_channels=16,
+                final_layers=6),
+    # the EcoNAS paper's DARTS experiment: DARTS' 8-cell supernet under c4r2s0e50, retrained at ground truth
+    "paper": dict(),
+}
+
+
+def darts_preset(name: str, **overrides) -> DartsConfig:
+    if name not in DARTS_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(DARTS_PRESETS)}")
+    return DartsConfig(**{**DARTS_PRESETS[name], **overrides})
+
+
+def split_halves(dataset: Dataset, seed: int) -> Dataset:
+    """The dataset with its training split halved (stratified, seeded): ``train`` is the half the weights
+    train on, ``val`` the half alpha trains on. The held-out validation and the test split are not in it."""
+    train = dataset.train
+    weight_half = stratified_sample(train.labels, len(train) - len(train) // 2, torch.Generator().manual_seed(seed))
+    in_weight_half = torch.zeros(len(train), dtype=torch.bool)
+    in_weight_half[weight_half] = True
+    return dataclasses.replace(dataset, train=train.take(weight_half), val=train.take((~in_weight_half).nonzero()[:, 0]))
+
+
+class DartsSearch:
+    """The supernet, its two optimizers and its place in the search, on ``dataset`` (already proxied)."""
+
+    def __init__(self, config: DartsConfig, dataset: Dataset) -> None:
+        self.config = config
+        self.proxy = Proxy.parse(config.proxy)
+        self.dataset = dataset
+        self.halves = split_halves(dataset, config.seed)
+        base = NetworkConfig(channels=config.channels, layers=config.layers)
+        self.network_config = network_config(base, self.proxy, dataset)
+        with torch.random.fork_rng(devices=[]):  # initialise from the seed without touching the global RNG
+            torch.manual_seed(config.seed)
+            self.model = Supernet(self.network_config)
+        set_fused(self.model, config.fused)
+        self.weight_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=config.learning_rate,
+                                                momentum=config.momentum, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.weight_optimizer, T_max=self.proxy.epochs, eta_min=config.learning_rate_min)
+        self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=config.arch_learning_rate,
+                                               betas=(0.5, 0.999), weight_decay=config.arch_weight_decay)
+        self.weight_rng = torch.Generator().manual_seed(config.seed)
+        self.arch_rng = torch.Generator().manual_seed(config.seed + 1)
+        self.epochs_done = 0
+        self.history: list[dict] = []
+        self.alphas: list[dict] = []
+        info = dataset.info
+        self.macs_per_image = count_macs(self.model, torch.zeros(1, info.channels, info.image_size, info.image_size))
+        self._loss = nn.CrossEntropyLoss()
+
+    # --- cost -------------------------------------------------------------------------------------------
+
+    def epoch_cost(self) -> int:
+        """MACs of one search epoch (see the module docstring)."""
+        passes = len(self.halves.train) * TRAINING_PASSES + len(self.halves.val) * ARCH_PASSES[self.config.unrolled]
+        return self.macs_per_image * passes
+
+    def steps_per_epoch(self) -> int:
+        return -(-min(len(self.halves.train), len(self.halves.val)) // self.config.batch_size)
+
+    # --- one epoch ------------------------------------------------------------------------------------
+
+    def train_epoch(self, progress=None) -> dict:
+        """One epoch of alternating alpha and weight steps; returns (and records) the epoch's statistics."""
+        config = self.config
+        self.model.train()
+        learning_rate = self.weight_optimizer.param_groups[0]["lr"]
+        total_loss, correct, seen = 0.0, 0, 0
+        weight_batches = self.halves.batches("train", config.batch_size, shuffle=True, augment=True,
+                                             generator=self.weight_rng)
+        arch_batches = self.halves.batches("val", config.batch_size, shuffle=True, augment=True,
+                                           generator=self.arch_rng)
+        for (x, y), (x_arch, y_arch) in zip(weight_batches, arch_batches):
+            self.arch_step(x_arch, y_arch, x, y, learning_rate)
+            logits = self.model(x)
+            loss = self._loss(logits, y)
+            self.weight_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            for alpha in self.model.arch_parameters():  # the weight step's gradient is not alpha's
+                alpha.grad = None
+            nn.utils.clip_grad_norm_(self.model.weight_parameters(), config.grad_clip)
+            self.weight_optimizer.step()
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            if progress is not None:
+                progress(1)
+        self.scheduler.step()
+        self.epochs_done += 1
+        genotype = self.model.genotype(config.max_skips)
+        cost = self.epoch_cost()
+        previous = self.history[-1] if self.history else {"cost_macs": 0}
+        entry = {
+            "epoch": self.epochs_done, "learning_rate": learning_rate, "train_loss": total_loss / seen,
+            "train_accuracy": correct / seen, "val_accuracy": self.evaluate(),
+            "cost_macs": previous["cost_macs"] + cost, "cost_epochs": self.epochs_done,
+            "genotype": genotype.to_dict(), "skip_connections": skip_count(genotype.normal),
+        }
+        self.history.append(entry)
+        self.alphas.append({"epoch": self.epochs_done, **self.softmaxed_alphas()})
+        return entry
+
+    def arch_step(self, x_arch, y_arch, x, y, learning_rate: float) -> None:
+        """One Adam step of alpha on a batch of the alpha half (``x``, ``y``: the weight half's batch, which
+        the unrolled gradient needs)."""
+        alphas = self.model.arch_parameters()
+        if self.config.unrolled:
+            grads = self._unrolled_arch_gradient(x_arch, y_arch, x, y, learning_rate)
+        else:
+            grads = torch.autograd.grad(self._loss(self.model(x_arch), y_arch), alphas)
+        for alpha, grad in zip(alphas, grads):
+            alpha.grad = grad
+        self.arch_optimizer.step()
+        self.arch_optimizer.zero_grad(set_to_none=True)
+
+    def _unrolled_arch_gradient(self, x_arch, y_arch, x, y, eta: float, epsilon: float = 0.01) -> list[torch.Tensor]:
+        """DARTS' second-order gradient: d/dalpha L_arch(w - eta * dL_train/dw, alpha), the implicit part by
+        a central finite difference of dL_train/dalpha at w +- r * dL_arch/dw' (r = epsilon / its norm).
+        Finite differences, not double backward: the fused ops' backward is not differentiable.
+
+        Runs the supernet functionally on copies of its BatchNorm statistics, so the virtual steps leave the
+        real running statistics alone, as DARTS' copied model does."""
+        model, config = self.model, self.config
+        names = [n for n, p in model.named_parameters() if not n.startswith("alphas_")]
+        weights = [p for n, p in model.named_parameters() if not n.startswith("alphas_")]
+        alphas = {"alphas_normal": model.alphas_normal, "alphas_reduce": model.alphas_reduce}
+
+        def loss(weight_values, xb, yb):
+            state = {**dict(zip(names, weight_values)), **alphas,
+                     **{n: b.clone() for n, b in model.named_buffers()}}
+            return self._loss(functional_call(model, state, (xb,)), yb)
+
+        grads = torch.autograd.grad(loss(weights, x, y), weights)
+        virtual = []
+        for w, g in zip(weights, grads):  # the SGD step the weight optimizer would take, momentum included
+            buffer = self.weight_optimizer.state.get(w, {}).get("momentum_buffer")
+            step = g + config.weight_decay * w.detach()
+            if buffer is not None:
+                step = step + config.momentum * buffer
+            virtual.append((w.detach() - eta * step).requires_grad_())
+        grad_arch = torch.autograd.grad(loss(virtual, x_arch, y_arch), [*alphas.values(), *virtual])
+        grad_alpha, grad_virtual = grad_arch[: len(alphas)], grad_arch[len(alphas):]
+        r = epsilon / torch.cat([g.flatten() for g in grad_virtual]).norm()
+        plus = torch.autograd.grad(loss([w.detach() + r * g for w, g in zip(weights, grad_virtual)], x, y),
+                                   list(alphas.values()))
+        minus = torch.autograd.grad(loss([w.detach() - r * g for w, g in zip(weights, grad_virtual)], x, y),
+                                    list(alphas.values()))
+        return [ga - eta * (p - m) / (2 * r) for ga, p, m in zip(grad_alpha, plus, minus)]
+
+    @torch.no_grad()
+    def evaluate(self, batch_size: int = 500) -> float:
+        """The supernet's top-1 accuracy on the held-out validation split."""
+        self.model.eval()
+        correct = total = 0
+        for x, y in self.dataset.batches("val", batch_size):
+            correct += (self.model(x).argmax(1) == y).sum().item()
+            total += len(y)
+        self.model.train()
+        return correct / total
+
+    def softmaxed_alphas(self) -> dict:
+        return {"normal": self.model.alphas_normal.detach().softmax(-1).tolist(),
+                "reduce": self.model.alphas_reduce.detach().softmax(-1).tolist()}
+
+    # --- checkpoints ------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        """Writes the search state atomically (a crash leaves the previous file or the new one, never half)."""
+        path = Path(path)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "settings": json.dumps(self.config.resume_settings(), sort_keys=True),
+            "epochs_done": self.epochs_done,
+            "log": json.dumps({"history": self.history, "alphas": self.alphas}),
+            "model": self.model.state_dict(),
+            "weight_optimizer": self.weight_optimizer.state_dict(),
+            "arch_optimizer": self.arch_optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "weight_rng": self.weight_rng.get_state(),
+            "arch_rng": self.arch_rng.get_state(),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, config: DartsConfig, dataset: Dataset) -> DartsSearch:
+        """The search saved at ``path``, ready to continue; ``config`` must match the one it ran with."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: not a pyaccel_nas DARTS checkpoint (expected format {CHECKPOINT_FORMAT})")
+        now = json.dumps(config.resume_settings(), sort_keys=True)
+        if state["settings"] != now:
+            raise ValueError(f"{path} belongs to a search with other settings; resume with the same command line.\n"
+                             f"  checkpoint: {state['settings']}\n  now:        {now}")
+        search = cls(config, dataset)
+        search.model.load_state_dict(state["model"])
+        search.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        search.arch_optimizer.load_state_dict(state["arch_optimizer"])
+        search.scheduler.load_state_dict(state["scheduler"])
+        search.weight_rng.set_state(state["weight_rng"])
+        search.arch_rng.set_state(state["arch_rng"])
+        search.epochs_done = state["epochs_done"]
+        log = json.loads(state["log"])
+        search.history, search.alphas = log["history"], log["alphas"]
+        return search
+
+
+def run_darts(config: DartsConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
+    """Runs (or resumes) a DARTS search, retrains the derived genotype at ``final_proxy``, writes
+    ``out/result.json``, ``out/alphas.png``, ``out/best_genotype.json`` and ``out/best_genotype.png``, and
+    returns the result."""
+    out = Path(out)
+    checkpoint = out / CHECKPOINT_NAME
+    data = DataSpec(config.dataset, config.data_root, config.val_fraction, config.seed)
+    proxy = Proxy.parse(config.proxy)
+    dataset = proxied_dataset(data, proxy)
+    if resume:
+        if not checkpoint.exists():
+            raise FileNotFoundError(f"nothing to resume: {checkpoint} does not exist")
+        search = DartsSearch.load(checkpoint, config, dataset)
+    else:
+        if checkpoint.exists():
+            raise FileExistsError(f"{checkpoint} exists: resume that search with --resume, or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        search = DartsSearch(config, dataset)
+    steps = search.steps_per_epoch()
+    stopped_by = "epochs"
+    with tqdm(total=proxy.epochs * steps, initial=search.epochs_done * steps, desc="darts search", unit="step",
+              disable=not progress) as bar:
+        while search.epochs_done < proxy.epochs:
+            spent = search.history[-1]["cost_macs"] if search.history else 0
+            if config.budget is not None and spent + search.epoch_cost() > config.budget:
+                stopped_by = "budget"
+                break
+            entry = search.train_epoch(progress=bar.update)
+            search.save(checkpoint)
+            bar.set_postfix(epoch=entry["epoch"], val=f"{entry['val_accuracy']:.4f}",
+                            skips=entry["skip_connections"], cost=f"{entry['cost_macs']:.3g}", refresh=False)
+    genotype = search.model.genotype(config.max_skips)
+    last = search.history[-1] if search.history else None
+    final = _retrain(config, data, genotype, last, out) if config.final_top else {"proxy": config.final_proxy,
+                                                                                  "networks": []}
+    result = {
+        "strategy": "darts",
+        "proxy": config.proxy,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "stopped_by": stopped_by,
+        # the supernet's accuracy on the held-out validation split after the last epoch
+        "best": None if last is None else {"network_id": 0, "genotype": genotype.to_dict(),
+                                           "val_accuracy": last["val_accuracy"], "val_accuracy_of": "supernet"},
+        "skip_connections": {"normal": skip_count(genotype.normal), "reduce": skip_count(genotype.reduce)},
+        "trained_networks": 1,
+        "cost": {"epochs": search.epochs_done, "macs": last["cost_macs"] if last else 0,
+                 "supernet_macs_per_image": search.macs_per_image},
+        "history": search.history,
+        "primitives": list(PRIMITIVES),
+        "alphas": search.alphas,
+        "final": final,
+        "settings": dataclasses.asdict(config),
+    }
+    tmp = out / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, out / "result.json")
+    from pyaccel_nas.econas.plots import draw_genotype, plot_alphas
+
+    plot_alphas(result, out / "alphas.png")
+    if last is not None:
+        genotype.save(out / "best_genotype.json")
+        draw_genotype(genotype, out / "best_genotype.png")
+    return result
+
+
+def _retrain(config: DartsConfig, data: DataSpec, genotype, last: dict | None, out: Path) -> dict:
+    """The derived genotype trained from scratch at ``final_proxy`` in the evaluation network; val and test."""
+    final_proxy = Proxy.parse(config.final_proxy)
+    if last is None:
+        return {"proxy": str(final_proxy), "networks": []}
+    task = EvaluationTask(
+        network_id=0, genotype=genotype, proxy=final_proxy, data=data,
+        base_config=NetworkConfig(channels=config.final_channels, layers=config.final_layers),
+        recipe=TrainRecipe(batch_size=config.batch_size, learning_rate=config.learning_rate),
+        target_epochs=final_proxy.epochs, schedule_epochs=final_proxy.epochs, seed=config.seed,
+        checkpoint_dir=str(out / "checkpoints"), report_test=True,
+    )
+    result = run_evaluation(task)
+    return {"proxy": str(final_proxy), "networks": [
+        {"network_id": 0, "genotype": genotype.to_dict(), "search_val_accuracy": last["val_accuracy"],
+         "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy}]}
+
