@@ -1,0 +1,61 @@
+"""Measuring and drawing an MDP run: CPU inference latency, and the per-block channels and resolutions."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from pyaccel_nas.mdp.layers import MDPNet  # noqa: E402
+
+
+@torch.inference_mode()
+def cpu_latency_ms(model: MDPNet, batch: int = 64, repeats: int = 10) -> float:
+    """Median wall time (ms) of one eval-mode forward pass over ``batch`` random inputs on the CPU, with
+    torch's current thread count, after one warm-up pass."""
+    model.eval()
+    x = torch.randn(batch, model.config.in_channels, *model.config.input_size)
+    model(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def plot_report(report: dict, path: str | Path) -> Path:
+    """Per prunable block: channels before and after (bars), and the chosen resolution factor."""
+    blocks = report["blocks"]
+    labels = [f"{b['block']}:{b['type'][:3]}" for b in blocks]
+    positions = range(len(blocks))
+    fig, (channels_ax, factor_ax) = plt.subplots(2, 1, figsize=(max(6.0, 0.45 * len(blocks) + 2), 6.5), sharex=True)
+    channels_ax.bar([p - 0.2 for p in positions], [b["channels_before"] for b in blocks], 0.4, label="before")
+    channels_ax.bar([p + 0.2 for p in positions], [b["channels_after"] for b in blocks], 0.4, label="after")
+    channels_ax.set_ylabel("output channels")
+    channels_ax.legend()
+    channels_ax.set_title(
+        f"{report['config']['model']} on {report['dataset']['name']}: MACs /{report['macs_reduction']:.2f}, "
+        f"speed-up x{report['speedup']:.2f}, accuracy {100 * report['accuracy']['before']:.2f} -> "
+        f"{100 * report['accuracy']['after']:.2f}")
+    reduction = [1] * len(blocks)
+    for i, b in enumerate(blocks):
+        for f in b["factor"]:
+            reduction[i] *= f
+    factor_ax.bar(list(positions), reduction, 0.6, color="tab:green")
+    for p, b in zip(positions, blocks):
+        factor_ax.annotate("x".join(map(str, b["factor"])), (p, reduction[p]), ha="center", va="bottom", fontsize=8)
+    factor_ax.set_ylabel("resolution reduction\n(product of factors)")
+    factor_ax.set_xticks(list(positions), labels, rotation=60, fontsize=8)
+    factor_ax.set_xlabel("block")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
