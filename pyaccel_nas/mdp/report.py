@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from pathlib import Path
@@ -31,28 +32,31 @@ def cpu_latency_ms(model: MDPNet, batch: int = 64, repeats: int = 10) -> float:
 
 
 def plot_report(report: dict, path: str | Path) -> Path:
-    """Per prunable block: channels before and after (bars), and the chosen resolution factor."""
+    """Per prunable block: channels before and after (a residual block's middle and output channels side by
+    side), and the chosen resolution factor."""
     blocks = report["blocks"]
-    labels = [f"{b['block']}:{b['type'][:3]}" for b in blocks]
-    positions = range(len(blocks))
-    fig, (channels_ax, factor_ax) = plt.subplots(2, 1, figsize=(max(6.0, 0.45 * len(blocks) + 2), 6.5), sharex=True)
-    channels_ax.bar([p - 0.2 for p in positions], [b["channels_before"] for b in blocks], 0.4, label="before")
-    channels_ax.bar([p + 0.2 for p in positions], [b["channels_after"] for b in blocks], 0.4, label="after")
-    channels_ax.set_ylabel("output channels")
+    layers = []  # (label, before, after)
+    for b in blocks:
+        if b["type"] == "residual":
+            layers.append((f"{b['block']} mid", b["mid_before"], b["mid_after"]))
+        layers.append((f"{b['block']} out", b["channels_before"], b["channels_after"]))
+    fig, (channels_ax, factor_ax) = plt.subplots(2, 1, figsize=(max(6.0, 0.3 * len(layers) + 2), 6.5))
+    positions = range(len(layers))
+    channels_ax.bar([p - 0.2 for p in positions], [before for _, before, _ in layers], 0.4, label="before")
+    channels_ax.bar([p + 0.2 for p in positions], [after for _, _, after in layers], 0.4, label="after")
+    channels_ax.set_xticks(list(positions), [label for label, _, _ in layers], rotation=60, fontsize=7)
+    channels_ax.set_ylabel("channels")
     channels_ax.legend()
     channels_ax.set_title(
         f"{report['config']['model']} on {report['dataset']['name']}: MACs /{report['macs_reduction']:.2f}, "
-        f"speed-up x{report['speedup']:.2f}, accuracy {100 * report['accuracy']['before']:.2f} -> "
-        f"{100 * report['accuracy']['after']:.2f}")
-    reduction = [1] * len(blocks)
-    for i, b in enumerate(blocks):
-        for f in b["factor"]:
-            reduction[i] *= f
-    factor_ax.bar(list(positions), reduction, 0.6, color="tab:green")
-    for p, b in zip(positions, blocks):
+        f"CPU speed-up x{report['speedup']:.2f}\ntest accuracy {100 * report['accuracy']['before']:.2f} (unpruned) "
+        f"-> {100 * report['accuracy']['after']:.2f} (pruned)", fontsize=10)
+    reduction = [math.prod(b["factor"]) for b in blocks]
+    factor_ax.bar(range(len(blocks)), reduction, 0.6, color="tab:green")
+    for p, b in enumerate(blocks):
         factor_ax.annotate("x".join(map(str, b["factor"])), (p, reduction[p]), ha="center", va="bottom", fontsize=8)
     factor_ax.set_ylabel("resolution reduction\n(product of factors)")
-    factor_ax.set_xticks(list(positions), labels, rotation=60, fontsize=8)
+    factor_ax.set_xticks(range(len(blocks)), [f"{b['block']} {b['type']}" for b in blocks], rotation=60, fontsize=7)
     factor_ax.set_xlabel("block")
     fig.tight_layout()
     path = Path(path)
