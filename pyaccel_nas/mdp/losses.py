@@ -3,8 +3,9 @@
 - ``L_st`` (:func:`branch_entropy`): the mean, over the blocks with several resolution branches, of the
   entropy ``-sum_k p_k log p_k`` of the branch importance ``p = softmax(a)``; zero exactly when every
   block relies on one branch, so it pushes each block towards one resolution.
-- ``L_gate`` (:func:`gate_l1`): the mean absolute value of all channel gates (an L1 penalty normalised by
-  the number of gates, so ``eta`` does not depend on the network's width); it drives unneeded gates to 0.
+- ``L_gate`` (:func:`gate_l1`): the L1 norm ``sum |g|`` of all channel gates (as network slimming's
+  penalty on BN scales): every SGD step pulls every gate towards 0 by ``lr * eta``, whatever the network's
+  width, while the cross-entropy holds up the gates the network needs.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ def branch_entropy(model: nn.Module) -> torch.Tensor:
 
 
 def gate_l1(model: nn.Module) -> torch.Tensor:
-    """L_gate: mean |g| over every gate of every ``ChannelGate`` in the model (0 if none)."""
+    """L_gate: the sum of |g| over every gate of every ``ChannelGate`` in the model (0 if none)."""
     gates = [m.gate for m in model.modules() if isinstance(m, ChannelGate)]
-    return torch.cat(gates).abs().mean() if gates else _zero(model)
+    return torch.cat(gates).abs().sum() if gates else _zero(model)
 
 
 def mdp_regulariser(alpha: float, eta: float):

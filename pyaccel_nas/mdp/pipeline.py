@@ -52,7 +52,7 @@ class PruneConfig:
     finetune_learning_rate: float = 0.01
     weight_decay: float = 5e-4
     alpha: float = 0.1  # weight of L_st (branch entropy)
-    eta: float = 0.5  # weight of L_gate (mean |gate|)
+    eta: float = 2.5e-4  # weight of L_gate (sum of |gate|): every step pulls each gate to 0 by lr * eta
     mac_reduction: float | None = 2.0  # prune to plain MACs / mac_reduction ...
     threshold: float | None = None  # ... or remove channels whose gates are below this
     round_to: int = 4
@@ -78,7 +78,7 @@ PRESETS: dict[str, dict] = {
                   latency_batch=16, latency_repeats=2),
     # tens of minutes on one CPU core: a tenth of the data
     "cpu": dict(train_divisor=10, eval_samples=None, search_epochs=6, finetune_epochs=4, batch_size=64,
-                learning_rate=0.05, finetune_learning_rate=0.01),
+                learning_rate=0.05, finetune_learning_rate=0.01, eta=0.04),
     # the full training set and long schedules (GPU)
     "paper": dict(),
 }

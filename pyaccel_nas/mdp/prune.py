@@ -141,7 +141,8 @@ def _count_macs(config: ArchConfig) -> int:
 
 def prune(model: MDPNet, *, threshold: float | None = None, mac_budget: float | None = None,
           round_to: int = 1) -> PruneResult:
-    """The physically pruned copy of an over-parameterised ``model`` (which is left unchanged).
+    """The physically pruned copy of an over-parameterised ``model`` (which is left unchanged), in the same
+    train/eval mode.
 
     Exactly one of ``threshold`` (remove channels whose gates are all below it) and ``mac_budget`` (MACs
     per input sample the pruned network may cost at most) must be given.
@@ -178,6 +179,7 @@ def prune(model: MDPNet, *, threshold: float | None = None, mac_budget: float | 
     config = plan(float(threshold))
     pruned = MDPNet(config)
     pruned.load_state_dict(_pruned_state(model, groups, member_group, inputs, branches))
+    pruned.train(model.training)
     kept = {i: {m: list(groups[g].kept) for m, g in members.items()} for i, members in member_group.items()}
     return PruneResult(pruned, branches, kept, float(threshold))
 
