@@ -76,16 +76,16 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({
             f"(or cifar-10-batches-bin/ with data_batch_1..5.bin and test_batch.bin), then {_ROOT_HINT}",
         ),
     ),
+    "digits": DatasetSpec(
+        DatasetInfo("digits", 10, 1, 8, (0.3054,), (0.3753,), _DIGIT_NAMES, flip_invariant=False),
+        lambda _directory: read_digits_splits(),
+        files=None,
+    ),
     # clips generated from MNIST's digits (pyaccel_nas.data.moving_digits): 8 frames of 32x32
     "moving-digits": DatasetSpec(
         DatasetInfo("moving-digits", 10, 1, 32, (0.0509,), (0.1828,), _DIGIT_NAMES, flip_invariant=False, frames=8),
         lambda directory: moving_digit_splits(*read_idx_splits(directory)),
         _MNIST_FILES,
-    ),
-    "digits": DatasetSpec(
-        DatasetInfo("digits", 10, 1, 8, (0.3054,), (0.3753,), _DIGIT_NAMES, flip_invariant=False),
-        lambda _directory: read_digits_splits(),
-        files=None,
     ),
 })
 
