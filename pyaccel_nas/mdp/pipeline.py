@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from pyaccel_nas.data import Dataset, load_dataset
 from pyaccel_nas.data.split import stratified_sample
-from pyaccel_nas.mdp.export import save_model
+from pyaccel_nas.mdp.export import fold_batchnorms, save_model
 from pyaccel_nas.mdp.layers import MDPNet
 from pyaccel_nas.mdp.losses import branch_entropy, gate_l1, mdp_regulariser
 from pyaccel_nas.mdp.models import MODELS, model_config, over_parameterise, plain
@@ -117,10 +117,9 @@ def _train(trainer: ModelTrainer, epochs: int, what: str, progress: bool) -> lis
         return [dataclasses.asdict(s) for s in trainer.train(epochs, progress=bar.update)]
 
 
-def _measure(model: MDPNet, dataset: Dataset, config: PruneConfig) -> dict:
+def _measure(model: MDPNet, dataset: Dataset) -> dict:
     x1 = torch.randn(1, model.config.in_channels, *model.config.input_size)
     return {"params": count_parameters(model), "macs": count_macs(model, x1),
-            "cpu_latency_ms": cpu_latency_ms(model, config.latency_batch, config.latency_repeats),
             "val_accuracy": accuracy(model, dataset, "val"), "accuracy": accuracy(model, dataset, "test")}
 
 
@@ -154,7 +153,10 @@ def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) ->
     finetuner = ModelTrainer(result.model, dataset, config.finetune_epochs, finetune_recipe, config.seed + 1)
     finetune_stats = _train(finetuner, config.finetune_epochs, "fine-tune", progress)
 
-    before, after = _measure(baseline.model, dataset, config), _measure(result.model, dataset, config)
+    before, after = _measure(baseline.model, dataset), _measure(result.model, dataset)
+    # as deployed: BatchNorms folded into the convolutions, in both networks
+    before["cpu_latency_ms"], after["cpu_latency_ms"] = cpu_latency_ms(
+        [fold_batchnorms(baseline.model), fold_batchnorms(result.model)], config.latency_batch, config.latency_repeats)
     save_model(baseline.model, out / "baseline.pt")
     save_model(result.model, out / "pruned.pt")
     report = {
@@ -166,7 +168,7 @@ def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) ->
         "macs_reduction": before["macs"] / after["macs"],
         "speedup": before["cpu_latency_ms"] / after["cpu_latency_ms"],
         "accuracy_drop_points": 100 * (before["accuracy"] - after["accuracy"]),
-        "latency": {"batch": config.latency_batch, "threads": torch.get_num_threads()},
+        "latency": {"batch": config.latency_batch, "threads": torch.get_num_threads(), "batchnorm_folded": True},
         "search": {"val_accuracy": accuracy(over, dataset, "val"), "macs": count_macs(
                        over, torch.randn(1, info.channels, *input_size)),
                    "branch_entropy": branch_entropy(over).item(), "gate_l1": gate_l1(over).item(),

@@ -17,18 +17,20 @@ from pyaccel_nas.mdp.layers import MDPNet  # noqa: E402
 
 
 @torch.inference_mode()
-def cpu_latency_ms(model: MDPNet, batch: int = 64, repeats: int = 10) -> float:
-    """Median wall time (ms) of one eval-mode forward pass over ``batch`` random inputs on the CPU, with
-    torch's current thread count, after one warm-up pass."""
-    model.eval()
-    x = torch.randn(batch, model.config.in_channels, *model.config.input_size)
-    model(x)
-    times = []
+def cpu_latency_ms(models: list[MDPNet], batch: int = 64, repeats: int = 10) -> list[float]:
+    """Per model, the median wall time (ms) of one eval-mode forward pass over ``batch`` random inputs on
+    the CPU with torch's current thread count, after a warm-up pass. The models take turns, so a change in
+    the machine's load falls on all of them alike."""
+    inputs = [torch.randn(batch, m.config.in_channels, *m.config.input_size) for m in models]
+    for model, x in zip(models, inputs):
+        model.eval()(x)
+    times: list[list[float]] = [[] for _ in models]
     for _ in range(repeats):
-        start = time.perf_counter()
-        model(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for model, x, spent in zip(models, inputs, times):
+            start = time.perf_counter()
+            model(x)
+            spent.append(time.perf_counter() - start)
+    return [1000 * statistics.median(spent) for spent in times]
 
 
 def plot_report(report: dict, path: str | Path) -> Path:
