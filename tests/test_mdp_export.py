@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 
 import pytest
 import torch
 
 from mdp_helpers import example, randomised
 from pyaccel_nas.mdp import export_model, load_model, prune, save_model
+from pyaccel_nas.mdp.export import fold_batchnorms
 
 
 @pytest.fixture(params=["resnet20", "c3d"])
@@ -64,3 +66,25 @@ def test_torch_export_round_trip(pruned, tmp_path):
     reloaded = torch.export.load(tmp_path / "pruned.pt2").module()
     x = example(model, 1)
     torch.testing.assert_close(reloaded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_torchscript_trace_round_trip(pruned, tmp_path):
+    model, _ = pruned
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, yet still what some deploy
+        warnings.filterwarnings("ignore", message=".*deprecated.*")
+        traced = torch.jit.trace(model, example(model, 2))
+        traced.save(str(tmp_path / "pruned.ts"))
+        reloaded = torch.jit.load(str(tmp_path / "pruned.ts"))
+    x = example(model, 5)  # another batch size than traced
+    torch.testing.assert_close(reloaded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_fold_batchnorms_keeps_outputs_and_refuses_branches(pruned):
+    model, over = pruned
+    folded = fold_batchnorms(model)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    x = example(model)
+    torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="resolution branches"):
+        fold_batchnorms(over)
