@@ -39,3 +39,18 @@ def test_smoke_prune_cli(model, dataset, tmp_path):
     pruned = load_model(out / "pruned.pt")
     x = torch.randn(2, *report["dataset"]["input"])
     assert pruned(x).shape == (2, 10)
+
+
+def test_bad_settings_are_refused_before_any_training(tmp_path):
+    from pyaccel_nas.mdp.pipeline import preset, run_prune
+
+    with pytest.raises(ValueError, match="round_to"):
+        preset("smoke", round_to=0)
+    with pytest.raises(ValueError, match="exactly one"):
+        preset("smoke", threshold=0.1)  # the preset also sets mac_reduction
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+    with pytest.raises(ValueError, match="unknown model"):
+        preset("smoke", model="resnet18")
+    with pytest.raises(ValueError, match="3-D but dataset 'digits' holds images"):
+        run_prune(preset("smoke", model="c3d", dataset="digits"), tmp_path)

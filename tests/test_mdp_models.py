@@ -11,6 +11,7 @@ from torch import nn
 
 from mdp_helpers import example, randomised
 from pyaccel_nas.mdp import ArchConfig, MDPNet, config_from_sequential, model_config, over_parameterise, plain
+from pyaccel_nas.mdp.models import load_plain_weights
 from pyaccel_nas.mdp.layers import ConvBlock, ResidualBlock
 from pyaccel_nas.nn import ChannelGate, count_macs
 
@@ -146,7 +147,13 @@ def test_a_user_sequential_model_converts_with_its_weights(dims):
     net.load_state_dict(state)
     x = torch.randn(3, 2, *size)
     torch.testing.assert_close(net.eval()(x), model(x), rtol=1e-5, atol=1e-5)
-    assert over_parameterise(config).blocks[0].gated
+    over = load_plain_weights(MDPNet(over_parameterise(config)), state).eval()
+    assert len(over.blocks[0].factors) == 3
+    # with every branch but the full-resolution one switched off, the over-parameterised net is the user's
+    with torch.no_grad():
+        for _, block in over.prunable_blocks():
+            block.mix.logits.copy_(torch.tensor([0.0] + [float("-inf")] * (len(block.factors) - 1)))
+    torch.testing.assert_close(over(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("change, layer", [

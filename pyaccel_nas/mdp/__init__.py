@@ -17,7 +17,14 @@ from pyaccel_nas.mdp.arch import ArchConfig, Block
 from pyaccel_nas.mdp.export import export_model, load_model, save_model
 from pyaccel_nas.mdp.layers import MDPNet
 from pyaccel_nas.mdp.losses import branch_entropy, gate_l1, mdp_regulariser
-from pyaccel_nas.mdp.models import MODELS, config_from_sequential, model_config, over_parameterise, plain
+from pyaccel_nas.mdp.models import (
+    MODELS,
+    config_from_sequential,
+    load_plain_weights,
+    model_config,
+    over_parameterise,
+    plain,
+)
 from pyaccel_nas.mdp.prune import PruneResult, prune
 
 __all__ = [
@@ -31,6 +38,7 @@ __all__ = [
     "export_model",
     "gate_l1",
     "load_model",
+    "load_plain_weights",
     "mdp_regulariser",
     "model_config",
     "over_parameterise",

@@ -3,6 +3,9 @@
     config = model_config("resnet20", in_channels=1, num_classes=10, input_size=(28, 28))
     net = MDPNet(over_parameterise(config))     # K resolution branches and channel gates per block
 
+    config, state = config_from_sequential(users_model, input_size=(32, 32))   # a trained nn.Sequential
+    net = load_plain_weights(MDPNet(over_parameterise(config)), state)
+
 - ``resnet20`` / ``resnet56``: CIFAR-style ResNets (He et al., 2016): a 3x3 stem and three stages of
   (depth - 2) / 6 basic blocks with 16, 32, 64 channels (the later stages halve the resolution with a
   projection shortcut: a 1x1 conv, which keeps the stages' channels prunable independently).
@@ -14,12 +17,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from pyaccel_nas.mdp.arch import ArchConfig, Block, block_input_sizes, factor_fits
+from pyaccel_nas.mdp.layers import MDPNet
 
 DEFAULT_FACTORS = {
     2: ((1, 1), (2, 2), (4, 4)),
@@ -93,6 +98,26 @@ def plain(config: ArchConfig) -> ArchConfig:
     identity = ((1,) * config.dims,)
     return config.replace_blocks([dataclasses.replace(b, gated=False, factors=identity) if b.prunable else b
                                   for b in config.blocks])
+
+
+def load_plain_weights(net: MDPNet, state: dict[str, torch.Tensor]) -> MDPNet:
+    """Loads the state_dict of the plain network into the over-parameterised ``net`` built from the same
+    base: the shared convolutions and the classifier as they are, each BatchNorm into every branch's copy
+    of it; gates and branch importances keep their initial values (1 and equal). Returns ``net``."""
+    own = net.state_dict()
+    expanded = {}
+    for key in own:
+        source = re.sub(r"\.(bns|bn1s|bn2s)\.\d+\.", r".\1.0.", key)
+        if source in state:
+            expanded[key] = state[source]
+    unused = set(state) - {re.sub(r"\.(bns|bn1s|bn2s)\.\d+\.", r".\1.0.", k) for k in expanded}
+    if unused:
+        raise ValueError(f"load_plain_weights: weights of no layer of the network: {sorted(unused)[:5]}")
+    missing = [k for k in own if k not in expanded and not k.endswith((".gate", ".logits"))]
+    if missing:
+        raise ValueError(f"load_plain_weights: no weights for {missing[:5]}")
+    net.load_state_dict(expanded, strict=False)
+    return net
 
 
 # --- a user's model ------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from pyaccel_nas.data import Dataset, load_dataset
 from pyaccel_nas.data.split import stratified_sample
+from pyaccel_nas.mdp.arch import ArchConfig
 from pyaccel_nas.mdp.export import fold_batchnorms, save_model
 from pyaccel_nas.mdp.layers import MDPNet
 from pyaccel_nas.mdp.losses import branch_entropy, gate_l1, mdp_regulariser
@@ -67,9 +68,12 @@ class PruneConfig:
         if self.mac_reduction is not None and self.mac_reduction <= 1:
             raise ValueError(f"PruneConfig: `mac_reduction` must be > 1, got {self.mac_reduction}")
         for name in ("search_epochs", "finetune_epochs", "train_divisor", "batch_size", "latency_batch",
-                     "latency_repeats"):
+                     "latency_repeats", "round_to", *(("eval_samples",) if self.eval_samples is not None else ())):
             if getattr(self, name) < 1:
                 raise ValueError(f"PruneConfig: `{name}` must be >= 1, got {getattr(self, name)}")
+        for name in ("alpha", "eta", *(("threshold",) if self.threshold is not None else ())):
+            if getattr(self, name) < 0:
+                raise ValueError(f"PruneConfig: `{name}` must be >= 0, got {getattr(self, name)}")
 
 
 PRESETS: dict[str, dict] = {
@@ -106,10 +110,10 @@ def _data(config: PruneConfig) -> Dataset:
     return dataclasses.replace(dataset, **smaller)
 
 
-def _initialised(config_arch, seed: int) -> MDPNet:
-    with torch.random.fork_rng(devices=[]):
+def _initialised(arch: ArchConfig, seed: int) -> MDPNet:
+    with torch.random.fork_rng(devices=[]):  # initialise from the seed without touching the global RNG
         torch.manual_seed(seed)
-        return MDPNet(config_arch)
+        return MDPNet(arch)
 
 
 def _train(trainer: ModelTrainer, epochs: int, what: str, progress: bool) -> list[dict]:
