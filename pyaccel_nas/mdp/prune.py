@@ -37,7 +37,6 @@ from pyaccel_nas.nn import ChannelGate, count_macs
 class Group:
     """Channels that must be kept or removed together, and the gates that act on them."""
 
-    size: int
     members: list[tuple[int, str]] = field(default_factory=list)  # (block index, member)
     kept: list[int] = field(default_factory=list)
 
@@ -53,13 +52,14 @@ class PruneResult:
     threshold: float
 
     def blocks_report(self, source: ArchConfig) -> list[dict]:
-        """Per prunable block: type, chosen resolution factor, channels before and after."""
+        """Per prunable block: type, chosen resolution factor, channels before and after, and the indices of
+        the kept channels of each gated layer ("out", "mid", "proj")."""
         rows = []
         for index, branch in self.branches.items():
             before, after = source.blocks[index], self.model.config.blocks[index]
             row = {"block": index, "type": before.type, "factor": list(before.factors[branch]),
                    "candidate_factors": [list(f) for f in before.factors],
-                   "channels_before": before.out, "channels_after": after.out}
+                   "channels_before": before.out, "channels_after": after.out, "kept": self.kept[index]}
             if before.type == "residual":
                 row.update(mid_before=before.mid, mid_after=after.mid)
             rows.append(row)
@@ -82,8 +82,8 @@ def channel_groups(model: MDPNet) -> tuple[list[Group], dict[int, dict[str, int]
     inputs: list[int | None] = []
     current = None
 
-    def new_group(size: int, *members: tuple[int, str]) -> int:
-        groups.append(Group(size, list(members)))
+    def new_group(*members: tuple[int, str]) -> int:
+        groups.append(Group(list(members)))
         return len(groups) - 1
 
     for i, block in enumerate(model.config.blocks):
@@ -94,15 +94,17 @@ def channel_groups(model: MDPNet) -> tuple[list[Group], dict[int, dict[str, int]
             raise ValueError(f"prune: block {i} ({block.type}) has no channel gates; prune an over-parameterised "
                              f"network (see over_parameterise)")
         if block.type == "conv":
-            current = new_group(block.out, (i, "out"))
+            current = new_group((i, "out"))
             member_group[i] = {"out": current}
             continue
-        mid = new_group(block.mid, (i, "mid"))
+        mid = new_group((i, "mid"))
         if block.projection:
-            current = new_group(block.out, (i, "proj"), (i, "out"))
+            current = new_group((i, "proj"), (i, "out"))
         else:
             groups[current].members.append((i, "out"))
         member_group[i] = {"mid": mid, "out": current, **({"proj": current} if block.projection else {})}
+    if not groups:
+        raise ValueError("prune: the network has no conv or residual block to prune")
     inputs.append(current)
     return groups, member_group, inputs
 
@@ -188,8 +190,8 @@ def prune(model: MDPNet, *, threshold: float | None = None, mac_budget: float | 
 def _pruned_state(model: MDPNet, groups, member_group, inputs, branches) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
 
-    def indices(group: int | None, size: int) -> torch.Tensor:
-        return torch.arange(size) if group is None else torch.tensor(groups[group].kept)
+    def kept(group: int) -> torch.Tensor:
+        return torch.tensor(groups[group].kept)
 
     def conv(name: str, weight: torch.Tensor, out_idx: torch.Tensor, in_idx: torch.Tensor) -> None:
         state[name + ".weight"] = weight[out_idx][:, in_idx].clone()
@@ -205,13 +207,14 @@ def _pruned_state(model: MDPNet, groups, member_group, inputs, branches) -> dict
     for i, block in model.prunable_blocks():
         p, k = f"blocks.{i}", branches[i]
         members = member_group[i]
-        in_idx = indices(inputs[i], block_in_channels(block))
-        out_idx = indices(members["out"], 0)
+        first_conv = block.conv if isinstance(block, ConvBlock) else block.conv1
+        in_idx = torch.arange(first_conv.in_channels) if inputs[i] is None else kept(inputs[i])
+        out_idx = kept(members["out"])
         if isinstance(block, ConvBlock):
             conv(f"{p}.conv", block.conv.weight, out_idx, in_idx)
             batchnorm(f"{p}.bns.0", block.bns[k], block.gate, out_idx)
             continue
-        mid_idx = indices(members["mid"], 0)
+        mid_idx = kept(members["mid"])
         conv(f"{p}.conv1", block.conv1.weight, mid_idx, in_idx)
         batchnorm(f"{p}.bn1s.0", block.bn1s[k], block.gate1, mid_idx)
         conv(f"{p}.conv2", block.conv2.weight, out_idx, mid_idx)
@@ -219,11 +222,8 @@ def _pruned_state(model: MDPNet, groups, member_group, inputs, branches) -> dict
         if "proj" in members:
             conv(f"{p}.shortcut.0", block.shortcut[0].weight, out_idx, in_idx)
             batchnorm(f"{p}.shortcut.1", block.shortcut[1], block.shortcut[2], out_idx)
-    last = indices(inputs[-1], 0)
+    last = kept(inputs[-1])
     state["classifier.weight"] = model.classifier.weight[:, last].clone()
     state["classifier.bias"] = model.classifier.bias.clone()
     return state
 
-
-def block_in_channels(block: ConvBlock | ResidualBlock) -> int:
-    return (block.conv if isinstance(block, ConvBlock) else block.conv1).in_channels
