@@ -106,7 +106,8 @@ def _prune(args: argparse.Namespace) -> int:
     from pyaccel_nas.mdp.pipeline import preset, run_prune
 
     overrides = {"model": args.model, "dataset": args.dataset, "data_root": args.data_root, "seed": args.seed,
-                 "search_epochs": args.search_epochs, "finetune_epochs": args.finetune_epochs,
+                 "pretrain_epochs": args.pretrain_epochs, "search_epochs": args.search_epochs,
+                 "finetune_epochs": args.finetune_epochs, "train_divisor": args.train_divisor,
                  "alpha": args.alpha, "eta": args.eta, "round_to": args.round_to}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.threshold is not None:
@@ -214,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--preset", choices=sorted(PRUNE_PRESETS), default="paper",
                        help="smoke (under a minute on 2 CPU cores), cpu (a tenth of the data, minutes), paper (default)")
     prune.add_argument("--seed", type=int, help="default: 0")
+    prune.add_argument("--train-divisor", type=int, help="train on 1/N of the training split (class-stratified)")
+    prune.add_argument("--pretrain-epochs", type=int, help="plain-network epochs before the search (shared with "
+                                                           "the baseline)")
     prune.add_argument("--search-epochs", type=int)
     prune.add_argument("--finetune-epochs", type=int)
     prune.add_argument("--alpha", type=float, help="weight of the branch-entropy loss L_st")

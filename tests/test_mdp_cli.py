@@ -33,7 +33,7 @@ def test_smoke_prune_cli(model, dataset, tmp_path):
     for key in ("params", "macs", "cpu_latency_ms", "accuracy"):
         assert set(report[key]) == {"before", "after"}
     assert report["macs"]["after"] <= report["macs"]["before"] / 2
-    assert report["config"]["seed"] == 1 and report["baseline_epochs"] == 2
+    assert report["config"]["seed"] == 1 and report["baseline_epochs"] == 3
     assert all({"factor", "channels_before", "channels_after", "kept"} <= set(b) for b in report["blocks"])
     assert all(len(b["kept"]["out"]) == b["channels_after"] for b in report["blocks"])
     assert (out / "report.png").stat().st_size > 10_000
