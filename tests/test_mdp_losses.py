@@ -14,12 +14,12 @@ from pyaccel_nas.nn import ChannelGate, MultiResSum
 from pyaccel_nas.training import ModelTrainer, TrainRecipe
 
 
-def test_branch_entropy_is_the_mean_entropy_of_the_branch_importances():
+def test_branch_entropy_is_the_summed_entropy_of_the_branch_importances():
     net = randomised("resnet20")
     mixes = [m for m in net.modules() if isinstance(m, MultiResSum)]
     assert len(mixes) >= 3
     expected = sum(-sum(p * math.log(p) for p in torch.softmax(m.logits.detach().double(), 0).tolist())
-                   for m in mixes) / len(mixes)
+                   for m in mixes)
     assert branch_entropy(net).item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -30,7 +30,7 @@ def test_branch_entropy_is_largest_at_uniform_importance_and_vanishes_at_one_bra
         for m in mixes:
             m.logits.zero_()
     uniform = branch_entropy(net).item()
-    assert uniform == pytest.approx(sum(math.log(m.num_branches) for m in mixes) / len(mixes), rel=1e-6)
+    assert uniform == pytest.approx(sum(math.log(m.num_branches) for m in mixes), rel=1e-6)
     with torch.no_grad():
         for m in mixes:
             m.logits.copy_(torch.tensor([0.0] + [-50.0] * (m.num_branches - 1)))

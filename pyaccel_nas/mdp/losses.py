@@ -1,8 +1,9 @@
 """The regularisers of MDP's searching stage: L = L_ce + alpha * L_st + eta * L_gate.
 
-- ``L_st`` (:func:`branch_entropy`): the mean, over the blocks with several resolution branches, of the
+- ``L_st`` (:func:`branch_entropy`): the sum, over the blocks with several resolution branches, of the
   entropy ``-sum_k p_k log p_k`` of the branch importance ``p = softmax(a)``; zero exactly when every
-  block relies on one branch, so it pushes each block towards one resolution.
+  block relies on one branch, so it pushes each block towards one resolution (a sum, like ``L_gate``, so
+  the push on each block does not weaken as the network gets deeper).
 - ``L_gate`` (:func:`gate_l1`): the L1 norm ``sum |g|`` of all channel gates (as network slimming's
   penalty on BN scales): every SGD step pulls every gate towards 0 by ``lr * eta``, whatever the network's
   width, while the cross-entropy holds up the gates the network needs.
@@ -17,10 +18,10 @@ from pyaccel_nas.nn import ChannelGate, MultiResSum
 
 
 def branch_entropy(model: nn.Module) -> torch.Tensor:
-    """L_st: mean entropy of softmax(logits) over the model's ``MultiResSum`` modules (0 if none)."""
+    """L_st: the summed entropy of softmax(logits) over the model's ``MultiResSum`` modules (0 if none)."""
     entropies = [-(torch.log_softmax(m.logits, 0) * m.weights()).sum() for m in model.modules()
                  if isinstance(m, MultiResSum)]
-    return torch.stack(entropies).mean() if entropies else _zero(model)
+    return torch.stack(entropies).sum() if entropies else _zero(model)
 
 
 def gate_l1(model: nn.Module) -> torch.Tensor:

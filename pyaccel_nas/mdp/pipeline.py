@@ -57,7 +57,7 @@ class PruneConfig:
     learning_rate: float = 0.1
     finetune_learning_rate: float = 0.01
     weight_decay: float = 5e-4
-    alpha: float = 0.1  # weight of L_st (branch entropy)
+    alpha: float = 0.1  # weight of L_st (summed branch entropy)
     eta: float = 2.5e-4  # weight of L_gate (sum of |gate|): every step pulls each gate to 0 by lr * eta
     mac_reduction: float | None = 2.0  # prune to plain MACs / mac_reduction ...
     threshold: float | None = None  # ... or remove channels whose gates are below this
@@ -86,8 +86,9 @@ PRESETS: dict[str, dict] = {
     "smoke": dict(train_divisor=200, eval_samples=200, pretrain_epochs=1, search_epochs=1, finetune_epochs=1,
                   batch_size=32, latency_batch=16, latency_repeats=2),
     # tens of minutes on one CPU core: a tenth of the data (fewer with --train-divisor), 10 epochs in all
+    # (few steps: strong regularisers, so that gates and branch importances settle within the search)
     "cpu": dict(train_divisor=10, eval_samples=None, pretrain_epochs=4, search_epochs=3, finetune_epochs=3,
-                batch_size=64, learning_rate=0.05, finetune_learning_rate=0.01, eta=0.01),
+                batch_size=32, learning_rate=0.05, finetune_learning_rate=0.01, alpha=3.0, eta=0.15),
     # the full training set and long schedules (GPU)
     "paper": dict(),
 }
@@ -140,7 +141,7 @@ def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) ->
     started = time.perf_counter()
     dataset = _data(config)
     info = dataset.info
-    input_size = (info.image_size,) * 2 if info.frames is None else (info.frames, info.image_size, info.image_size)
+    input_size = info.sample_shape[1:]
     base = model_config(config.model, in_channels=info.channels, num_classes=info.num_classes, input_size=input_size)
     recipe = TrainRecipe(learning_rate=config.learning_rate, weight_decay=config.weight_decay,
                          batch_size=config.batch_size)
