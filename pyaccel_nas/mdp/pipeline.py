@@ -88,7 +88,7 @@ PRESETS: dict[str, dict] = {
     # tens of minutes on one CPU core: a tenth of the data (fewer with --train-divisor), 10 epochs in all
     # (few steps: strong regularisers, so that gates and branch importances settle within the search)
     "cpu": dict(train_divisor=10, eval_samples=None, pretrain_epochs=4, search_epochs=3, finetune_epochs=3,
-                batch_size=32, learning_rate=0.05, finetune_learning_rate=0.01, alpha=3.0, eta=0.15),
+                batch_size=32, learning_rate=0.05, finetune_learning_rate=0.01, alpha=3.0, eta=0.04),
     # the full training set and long schedules (GPU)
     "paper": dict(),
 }
