@@ -3,6 +3,7 @@
     pyaccel-nas search       EcoNAS search (hierarchical / evolution / random) or DARTS on a proxy
     pyaccel-nas proxy-study  rank consistency of proxies: Spearman/Kendall against a ground-truth setting
     pyaccel-nas train        train one genotype at a setting and report validation and test accuracy
+    pyaccel-nas prune        MDP: prune a CNN's channels and resolution (search, prune, fine-tune)
     pyaccel-nas info         versions, compiled kernels per op and device, and why an op would fall back
 """
 
@@ -137,6 +138,31 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace) -> int:
+    from pyaccel_nas.mdp.pipeline import preset, run_prune
+
+    overrides = {"model": args.model, "dataset": args.dataset, "data_root": args.data_root, "seed": args.seed,
+                 "pretrain_epochs": args.pretrain_epochs, "search_epochs": args.search_epochs,
+                 "finetune_epochs": args.finetune_epochs, "train_divisor": args.train_divisor,
+                 "alpha": args.alpha, "eta": args.eta, "round_to": args.round_to}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.threshold is not None:
+        overrides.update(threshold=args.threshold, mac_reduction=None)
+    elif args.mac_reduction is not None:
+        overrides["mac_reduction"] = args.mac_reduction
+    config = preset(args.preset, **overrides)
+    report = run_prune(config, args.out, progress=not args.quiet)
+    print(f"{config.model} on {config.dataset}: MACs {report['macs']['before']:.4g} -> {report['macs']['after']:.4g} "
+          f"(/{report['macs_reduction']:.2f}), params {report['params']['before']} -> {report['params']['after']}, "
+          f"CPU latency (batch {config.latency_batch}) {report['cpu_latency_ms']['before']:.1f} -> "
+          f"{report['cpu_latency_ms']['after']:.1f} ms (x{report['speedup']:.2f})")
+    print(f"test accuracy: unpruned baseline {report['accuracy']['before']:.4f}, pruned {report['accuracy']['after']:.4f} "
+          f"({report['accuracy_drop_points']:+.2f} points drop)")
+    print(f"wrote {Path(args.out) / 'report.json'}, {Path(args.out) / 'report.png'}, {Path(args.out) / 'pruned.pt'} "
+          f"(+ pruned.json)")
+    return 0
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | None) -> None:
     from pyaccel_nas.data import DATASETS
 
@@ -236,6 +262,35 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, type=Path)
     train.set_defaults(run=_train)
+
+    from pyaccel_nas.mdp.models import MODELS
+    from pyaccel_nas.mdp.pipeline import PRESETS as PRUNE_PRESETS
+
+    prune = commands.add_parser(
+        "prune", help="MDP: multi-dimensional pruning of channels and resolution",
+        description="Trains the over-parameterised network (resolution branches, channel gates), prunes it "
+                    "physically, fine-tunes it, and trains the unpruned baseline for the same total epochs; writes "
+                    "OUT/report.json, OUT/report.png, OUT/pruned.pt + OUT/pruned.json and OUT/baseline.pt + .json. "
+                    "Flags override the preset.")
+    prune.add_argument("--model", choices=sorted(MODELS), default="resnet20")
+    _add_data_arguments(prune, "fashion-mnist")
+    prune.add_argument("--preset", choices=sorted(PRUNE_PRESETS), default="paper",
+                       help="smoke (under a minute on 2 CPU cores), cpu (a tenth of the data, minutes), paper (default)")
+    prune.add_argument("--seed", type=int, help="default: 0")
+    prune.add_argument("--train-divisor", type=int, help="train on 1/N of the training split (class-stratified)")
+    prune.add_argument("--pretrain-epochs", type=int, help="plain-network epochs before the search (shared with "
+                                                           "the baseline)")
+    prune.add_argument("--search-epochs", type=int)
+    prune.add_argument("--finetune-epochs", type=int)
+    prune.add_argument("--alpha", type=float, help="weight of the branch-entropy loss L_st")
+    prune.add_argument("--eta", type=float, help="weight of the gate L1 loss L_gate")
+    target = prune.add_mutually_exclusive_group()
+    target.add_argument("--mac-reduction", type=float, help="prune to the unpruned MACs divided by this (default 2)")
+    target.add_argument("--threshold", type=float, help="instead: remove channels whose gates are below this")
+    prune.add_argument("--round-to", type=int, help="channel counts are multiples of this (default 4)")
+    prune.add_argument("--out", required=True, type=Path, help="output directory")
+    prune.add_argument("--quiet", action="store_true", help="no progress bar")
+    prune.set_defaults(run=_prune)
 
     info = commands.add_parser("info", help="versions, compiled kernels and fallbacks")
     info.add_argument("--json", action="store_true", help="print the full report as JSON")

@@ -1,4 +1,5 @@
-"""Datasets in memory for search and pruning: MNIST, Fashion-MNIST, CIFAR-10, and scikit-learn's digits.
+"""Datasets in memory for search and pruning: MNIST, Fashion-MNIST, CIFAR-10, scikit-learn's digits, and
+moving digits (clips of MNIST digits, :mod:`pyaccel_nas.data.moving_digits`).
 
     from pyaccel_nas.data import load_dataset
 

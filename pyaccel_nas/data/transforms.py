@@ -1,4 +1,5 @@
-"""Whole-batch image transforms on uint8 (N, C, H, W) tensors: augmentation, resizing, normalisation."""
+"""Whole-batch image transforms on uint8 (N, C, H, W) tensors: augmentation, resizing, normalisation (also of
+(N, C, T, H, W) clips)."""
 
 from __future__ import annotations
 
@@ -38,11 +39,13 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def normalizer(
-    mean: Sequence[float], std: Sequence[float], device: torch.device
+    mean: Sequence[float], std: Sequence[float], device: torch.device, spatial_dims: int = 2
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function giving float32 ``(images / 255 - mean) / std`` per channel, as one multiply-add; its
-    constants are made once, on ``device``, not per batch."""
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) / std_t
+    """A function giving float32 ``(images / 255 - mean) / std`` per channel (dim 1) of inputs with
+    ``spatial_dims`` dimensions after it (2: images, 3: clips), as one multiply-add; its constants are made
+    once, on ``device``, not per batch."""
+    shape = (1, -1) + (1,) * spatial_dims
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(shape)
+    shift = -torch.tensor(mean, dtype=torch.float32, device=device).view(shape) / std_t
     scale = 1 / (255 * std_t)
     return lambda images: torch.addcmul(shift, images.float(), scale)

@@ -10,42 +10,23 @@ data-order RNG, so training E epochs, saving, loading and training E more gives 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from pyaccel_nas.data import Dataset
 from pyaccel_nas.econas.genotype import Genotype
 from pyaccel_nas.econas.network import Network, NetworkConfig
 from pyaccel_nas.exec.files import atomic_writer
+from pyaccel_nas.training import EpochStats, ModelTrainer, TrainRecipe
+
+__all__ = ["CHECKPOINT_FORMAT", "EpochStats", "TrainRecipe", "Trainer"]
 
 CHECKPOINT_FORMAT = "pyaccel_nas.econas.checkpoint/1"
 
 
-@dataclass(frozen=True)
-class TrainRecipe:
-    """Optimisation settings (DARTS' defaults, which the EcoNAS code keeps)."""
-
-    learning_rate: float = 0.025
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0
-    batch_size: int = 96
-    augment: bool = True
-
-
-@dataclass(frozen=True)
-class EpochStats:
-    epoch: int
-    loss: float
-    train_accuracy: float
-    learning_rate: float
-
-
-class Trainer:
-    """One network, its optimizer and its place in the schedule.
+class Trainer(ModelTrainer):
+    """One EcoNAS network, its optimizer and its place in the schedule, with checkpoints.
 
     Args:
         genotype: the architecture.
@@ -64,70 +45,12 @@ class Trainer:
         recipe: TrainRecipe = TrainRecipe(),
         seed: int = 0,
     ) -> None:
-        if schedule_epochs < 1:
-            raise ValueError(f"Trainer: `schedule_epochs` must be >= 1, got {schedule_epochs}")
         self.genotype = genotype
-        self.dataset = dataset
         self.network_config = network_config
-        self.schedule_epochs = schedule_epochs
-        self.recipe = recipe
-        self.seed = seed
         with torch.random.fork_rng(devices=[]):  # initialise from the seed without touching the global RNG
             torch.manual_seed(seed)
-            self.model = Network(genotype, network_config)
-        self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
-            weight_decay=recipe.weight_decay,
-        )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=schedule_epochs)
-        self.data_rng = torch.Generator().manual_seed(seed)
-        self.epochs_done = 0
-        self._loss = nn.CrossEntropyLoss()
-
-    def train(self, epochs: int, progress=None) -> list[EpochStats]:
-        """Trains ``epochs`` more epochs (not past the schedule's end). ``progress(step)`` is called per batch."""
-        if self.epochs_done + epochs > self.schedule_epochs:
-            raise ValueError(
-                f"Trainer: {epochs} more epochs would pass the end of the {self.schedule_epochs}-epoch schedule "
-                f"({self.epochs_done} done)"
-            )
-        stats = []
-        self.model.train()
-        for _ in range(epochs):
-            learning_rate = self.optimizer.param_groups[0]["lr"]
-            total_loss, correct, seen = 0.0, 0, 0
-            batches = self.dataset.batches(
-                "train", self.recipe.batch_size, shuffle=True, augment=self.recipe.augment, generator=self.data_rng
-            )
-            for x, y in batches:
-                logits = self.model(x)
-                loss = self._loss(logits, y)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
-                self.optimizer.step()
-                total_loss += loss.item() * len(y)
-                correct += (logits.argmax(1) == y).sum().item()
-                seen += len(y)
-                if progress is not None:
-                    progress(1)
-            self.scheduler.step()
-            self.epochs_done += 1
-            stats.append(EpochStats(self.epochs_done, total_loss / seen, correct / seen, learning_rate))
-        return stats
-
-    @torch.no_grad()
-    def evaluate(self, split: str = "val", batch_size: int = 500) -> float:
-        """Top-1 accuracy on ``split`` ("val" for selection; "test" only for final reports)."""
-        self.model.eval()
-        correct = total = 0
-        for x, y in self.dataset.batches(split, batch_size):
-            correct += (self.model(x).argmax(1) == y).sum().item()
-            total += len(y)
-        return correct / total
-
-    def steps_per_epoch(self) -> int:
-        return -(-len(self.dataset.train) // self.recipe.batch_size)
+            model = Network(genotype, network_config)
+        super().__init__(model, dataset, schedule_epochs, recipe, seed)
 
     # --- checkpoints ------------------------------------------------------------------------------------
 

@@ -1,0 +1,48 @@
+"""MDP: multi-dimensional pruning of channels and spatial / spatio-temporal resolution (Guo et al., CVPR 2020).
+
+    from pyaccel_nas.mdp import MDPNet, model_config, over_parameterise, prune, save_model, load_model
+
+    base = model_config("resnet20", in_channels=1, num_classes=10, input_size=(28, 28))
+    net = MDPNet(over_parameterise(base))      # resolution branches + channel gates on every block
+    # ... train with loss = ce + mdp_regulariser(alpha, eta)(net) ...
+    result = prune(net.eval(), mac_budget=macs / 2, round_to=4)   # a physically smaller MDPNet
+    save_model(result.model, "pruned.pt")      # pruned.pt (state_dict) + pruned.json (architecture)
+
+Modules: :mod:`~pyaccel_nas.mdp.arch` (the JSON architecture), :mod:`~pyaccel_nas.mdp.layers` (blocks),
+:mod:`~pyaccel_nas.mdp.models` (built-in bases, user ``nn.Sequential`` models), :mod:`~pyaccel_nas.mdp.losses`,
+:mod:`~pyaccel_nas.mdp.prune`, :mod:`~pyaccel_nas.mdp.export`, :mod:`~pyaccel_nas.mdp.pipeline` (the CLI's run).
+"""
+
+from pyaccel_nas.mdp.arch import ArchConfig, Block
+from pyaccel_nas.mdp.export import export_model, load_model, save_model
+from pyaccel_nas.mdp.layers import MDPNet
+from pyaccel_nas.mdp.losses import branch_entropy, gate_l1, mdp_regulariser
+from pyaccel_nas.mdp.models import (
+    MODELS,
+    config_from_sequential,
+    load_plain_weights,
+    model_config,
+    over_parameterise,
+    plain,
+)
+from pyaccel_nas.mdp.prune import PruneResult, prune
+
+__all__ = [
+    "MODELS",
+    "ArchConfig",
+    "Block",
+    "MDPNet",
+    "PruneResult",
+    "branch_entropy",
+    "config_from_sequential",
+    "export_model",
+    "gate_l1",
+    "load_model",
+    "load_plain_weights",
+    "mdp_regulariser",
+    "model_config",
+    "over_parameterise",
+    "plain",
+    "prune",
+    "save_model",
+]

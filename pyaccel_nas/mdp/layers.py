@@ -1,0 +1,151 @@
+"""The modules of an MDP network: prunable blocks that run at several resolutions with channel gates.
+
+A prunable block with factors f_1..f_K computes ``multires_sum([up(F_k(pool(x, f_k)))], softmax(a))``:
+its convolutions (weights shared by all branches) run on the input average-pooled by each factor, and the
+branches are upsampled back (nearest) and mixed by the learnable branch importance ``a`` (``MultiResSum``).
+Each branch has its own BatchNorms, since statistics differ between resolutions. With ``gated``, every
+conv output (after its BatchNorm) is scaled by a ``ChannelGate``. A block with one factor is a pruned
+block: pool, convolutions, upsample; a block with the factor 1 alone is a plain block.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyaccel_nas.mdp.arch import ArchConfig, Block, block_input_sizes
+from pyaccel_nas.nn import ChannelGate, MultiResSum
+
+_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+_BATCHNORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_AVGPOOL = {2: F.avg_pool2d, 3: F.avg_pool3d}
+_MAXPOOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_GLOBAL_POOL = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+
+
+def _gate(channels: int, gated: bool) -> nn.Module:
+    return ChannelGate(channels) if gated else nn.Identity()
+
+
+def _batchnorms(dims: int, channels: int, branches: int) -> nn.ModuleList:
+    return nn.ModuleList(_BATCHNORM[dims](channels) for _ in range(branches))
+
+
+class PrunableBlock(nn.Module):
+    """Base of the prunable blocks: the resolution branches and their mix. Subclasses define ``branch``."""
+
+    def __init__(self, block: Block, dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+        self.factors = block.factors
+        self.gated = block.gated
+        self.mix = MultiResSum(len(block.factors), mode="nearest") if len(block.factors) > 1 else None
+
+    def branch(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def gates(self) -> list[ChannelGate]:
+        return [m for m in self.modules() if isinstance(m, ChannelGate)]
+
+    def multi_resolution(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for index, factor in enumerate(self.factors):
+            pooled = x if max(factor) == 1 else _AVGPOOL[self.dims](x, factor, factor)
+            outputs.append(self.branch(pooled, index))
+        if self.mix is not None:
+            return self.mix(outputs)  # the first branch is at full size: the others upsample to it
+        factor = self.factors[0]
+        if max(factor) == 1:
+            return outputs[0]
+        return F.interpolate(outputs[0], scale_factor=[float(f) for f in factor], mode="nearest")
+
+
+class ConvBlock(PrunableBlock):
+    """``relu(gate(bn(conv(x))))`` at each resolution factor, mixed."""
+
+    def __init__(self, in_channels: int, block: Block, dims: int) -> None:
+        super().__init__(block, dims)
+        self.conv = _CONV[dims](in_channels, block.out, block.kernel, block.stride,
+                                padding=tuple(k // 2 for k in block.kernel), bias=False)
+        self.bns = _batchnorms(dims, block.out, len(block.factors))
+        self.gate = _gate(block.out, block.gated)
+
+    def branch(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        return self.gate(self.bns[index](self.conv(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.multi_resolution(x))
+
+
+class ResidualBlock(PrunableBlock):
+    """``relu(F(x) + shortcut(x))``, F = conv-bn-gate-relu-conv-bn-gate at each resolution factor, mixed;
+    the shortcut (identity, or 1x1 conv-bn-gate) runs at full resolution."""
+
+    def __init__(self, in_channels: int, block: Block, dims: int) -> None:
+        super().__init__(block, dims)
+        branches = len(block.factors)
+        self.conv1 = _CONV[dims](in_channels, block.mid, 3, block.stride, padding=1, bias=False)
+        self.bn1s = _batchnorms(dims, block.mid, branches)
+        self.gate1 = _gate(block.mid, block.gated)
+        self.conv2 = _CONV[dims](block.mid, block.out, 3, 1, padding=1, bias=False)
+        self.bn2s = _batchnorms(dims, block.out, branches)
+        self.gate2 = _gate(block.out, block.gated)
+        if block.projection:
+            self.shortcut = nn.Sequential(
+                _CONV[dims](in_channels, block.out, 1, block.stride, bias=False),
+                _BATCHNORM[dims](block.out),
+                _gate(block.out, block.gated),
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def branch(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        x = F.relu(self.gate1(self.bn1s[index](self.conv1(x))))
+        return self.gate2(self.bn2s[index](self.conv2(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.multi_resolution(x) + self.shortcut(x))
+
+
+class MDPNet(nn.Module):
+    """The network ``config`` describes: its blocks, global average pooling, a linear classifier.
+
+    ``config`` stays on the module (``net.config``): with the state_dict, it rebuilds the network.
+    """
+
+    def __init__(self, config: ArchConfig) -> None:
+        super().__init__()
+        block_input_sizes(config)
+        self.config = config
+        dims = config.dims
+        channels = config.in_channels
+        blocks = []
+        for i, block in enumerate(config.blocks):
+            if block.type == "maxpool":
+                blocks.append(_MAXPOOL[dims](block.kernel, block.kernel))
+                continue
+            if block.type == "conv":
+                blocks.append(ConvBlock(channels, block, dims))
+            else:
+                if not block.projection and (channels != block.out or max(block.stride) != 1):
+                    raise ValueError(f"block {i} (residual): an identity shortcut needs stride 1 and as many input "
+                                     f"as output channels ({channels} in, {block.out} out): set `projection`")
+                blocks.append(ResidualBlock(channels, block, dims))
+            channels = block.out
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = _GLOBAL_POOL[dims](1)
+        self.classifier = nn.Linear(channels, config.num_classes)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def prunable_blocks(self) -> list[tuple[int, PrunableBlock]]:
+        """(index in ``config.blocks``, module) of every prunable block."""
+        return [(i, m) for i, m in enumerate(self.blocks) if isinstance(m, PrunableBlock)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.blocks(x)), 1))

@@ -1,0 +1,201 @@
+"""The MDP run behind ``pyaccel-nas prune``: search, prune, fine-tune, and the baseline to compare against.
+
+0. Pre-training: the plain network trains ``pretrain_epochs`` (this run is the baseline's first epochs).
+1. Searching: the over-parameterised network (K resolution branches and channel gates per block), its
+   convolutions, BatchNorms and classifier starting from the pre-trained ones, trains ``search_epochs`` with
+   L = L_ce + alpha * L_st + eta * L_gate (:mod:`pyaccel_nas.mdp.losses`), from the learning rate the
+   baseline's schedule has reached, along a cosine schedule of its own.
+2. Pruning: each block keeps its most important resolution; channels are removed down to
+   ``1 / mac_reduction`` of the plain network's MACs (or below ``threshold``); the network is rebuilt
+   smaller (:mod:`pyaccel_nas.mdp.prune`).
+3. Fine-tuning: the pruned network trains ``finetune_epochs`` on a schedule of its own.
+
+The baseline is the plain (unpruned) network trained ``pretrain_epochs + search_epochs + finetune_epochs``
+along one cosine schedule: the comparison the issue asks for ("the unpruned network trained with the same
+total epochs"); the pruned network has had exactly as many epochs. Nothing is selected on the test split;
+it is evaluated once per network for the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from pyaccel_nas.data import Dataset, load_dataset
+from pyaccel_nas.data.split import stratified_sample
+from pyaccel_nas.mdp.arch import ArchConfig
+from pyaccel_nas.mdp.export import fold_batchnorms, save_model
+from pyaccel_nas.mdp.layers import MDPNet
+from pyaccel_nas.mdp.losses import branch_entropy, gate_l1, mdp_regulariser
+from pyaccel_nas.mdp.models import MODELS, load_plain_weights, model_config, over_parameterise
+from pyaccel_nas.mdp.prune import prune
+from pyaccel_nas.mdp.report import cpu_latency_ms, plot_report
+from pyaccel_nas.nn import count_macs, count_parameters
+from pyaccel_nas.training import ModelTrainer, TrainRecipe, accuracy
+
+REPORT_FORMAT = "pyaccel_nas.mdp.report/1"
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    model: str = "resnet20"
+    dataset: str = "fashion-mnist"
+    data_root: str | None = None
+    seed: int = 0
+    train_divisor: int = 1  # train on a class-stratified 1/train_divisor of the training split
+    eval_samples: int | None = None  # evaluate on this many val and test samples (None: all)
+    pretrain_epochs: int = 100
+    search_epochs: int = 60
+    finetune_epochs: int = 40
+    batch_size: int = 128
+    learning_rate: float = 0.1
+    finetune_learning_rate: float = 0.01
+    weight_decay: float = 5e-4
+    alpha: float = 0.1  # weight of L_st (summed branch entropy)
+    eta: float = 2.5e-4  # weight of L_gate (sum of |gate|): every step pulls each gate to 0 by lr * eta
+    mac_reduction: float | None = 2.0  # prune to plain MACs / mac_reduction ...
+    threshold: float | None = None  # ... or remove channels whose gates are below this
+    round_to: int = 4
+    latency_batch: int = 64
+    latency_repeats: int = 10
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS)}")
+        if (self.mac_reduction is None) == (self.threshold is None):
+            raise ValueError("PruneConfig: give exactly one of `mac_reduction` and `threshold`")
+        if self.mac_reduction is not None and self.mac_reduction <= 1:
+            raise ValueError(f"PruneConfig: `mac_reduction` must be > 1, got {self.mac_reduction}")
+        for name in ("search_epochs", "finetune_epochs", "train_divisor", "batch_size", "latency_batch",
+                     "latency_repeats", "round_to", *(("eval_samples",) if self.eval_samples is not None else ())):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PruneConfig: `{name}` must be >= 1, got {getattr(self, name)}")
+        for name in ("alpha", "eta", "pretrain_epochs", *(("threshold",) if self.threshold is not None else ())):
+            if getattr(self, name) < 0:
+                raise ValueError(f"PruneConfig: `{name}` must be >= 0, got {getattr(self, name)}")
+
+
+PRESETS: dict[str, dict] = {
+    # under a minute on 2 CPU cores: a sliver of the data, one epoch per stage
+    "smoke": dict(train_divisor=200, eval_samples=200, pretrain_epochs=1, search_epochs=1, finetune_epochs=1,
+                  batch_size=32, latency_batch=16, latency_repeats=2),
+    # tens of minutes on one CPU core: a tenth of the data (fewer with --train-divisor), 10 epochs in all
+    # (few steps: strong regularisers, so that gates and branch importances settle within the search)
+    "cpu": dict(train_divisor=10, eval_samples=None, pretrain_epochs=4, search_epochs=3, finetune_epochs=3,
+                batch_size=32, learning_rate=0.05, finetune_learning_rate=0.01, alpha=3.0, eta=0.04),
+    # the full training set and long schedules (GPU)
+    "paper": dict(),
+}
+
+
+def preset(name: str, **overrides) -> PruneConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PruneConfig(**{**PRESETS[name], **overrides})
+
+
+def _data(config: PruneConfig) -> Dataset:
+    dataset = load_dataset(config.dataset, config.data_root, seed=config.seed)
+    dims = MODELS[config.model][0]
+    if (dataset.info.frames is not None) != (dims == 3):
+        raise ValueError(f"model {config.model!r} is {dims}-D but dataset {config.dataset!r} holds "
+                         f"{'clips' if dataset.info.frames else 'images'}")
+    dataset = dataset.subset_train(config.train_divisor, seed=config.seed)
+    if config.eval_samples is None:
+        return dataset
+    generator = torch.Generator().manual_seed(config.seed)
+    smaller = {name: getattr(dataset, name).take(stratified_sample(
+        getattr(dataset, name).labels, min(config.eval_samples, len(getattr(dataset, name))), generator))
+        for name in ("val", "test")}
+    return dataclasses.replace(dataset, **smaller)
+
+
+def _initialised(arch: ArchConfig, seed: int) -> MDPNet:
+    with torch.random.fork_rng(devices=[]):  # initialise from the seed without touching the global RNG
+        torch.manual_seed(seed)
+        return MDPNet(arch)
+
+
+def _train(trainer: ModelTrainer, epochs: int, what: str, progress: bool) -> list[dict]:
+    with tqdm(total=epochs * trainer.steps_per_epoch(), desc=what, unit="batch", disable=not progress) as bar:
+        return [dataclasses.asdict(s) for s in trainer.train(epochs, progress=bar.update)]
+
+
+def _measure(model: MDPNet, dataset: Dataset) -> dict:
+    x1 = torch.randn(1, model.config.in_channels, *model.config.input_size)
+    return {"params": count_parameters(model), "macs": count_macs(model, x1),
+            "val_accuracy": accuracy(model, dataset, "val"), "accuracy": accuracy(model, dataset, "test")}
+
+
+def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Runs the three stages and the baseline; writes OUT/report.json, OUT/report.png, OUT/pruned.pt (+ .json)
+    and OUT/baseline.pt (+ .json); returns the report."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    dataset = _data(config)
+    info = dataset.info
+    input_size = info.sample_shape[1:]
+    base = model_config(config.model, in_channels=info.channels, num_classes=info.num_classes, input_size=input_size)
+    recipe = TrainRecipe(learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+                         batch_size=config.batch_size)
+    total_epochs = config.pretrain_epochs + config.search_epochs + config.finetune_epochs
+
+    baseline = ModelTrainer(_initialised(base, config.seed), dataset, total_epochs, recipe, config.seed)
+    over = _initialised(over_parameterise(base), config.seed)
+    if config.pretrain_epochs:
+        _train(baseline, config.pretrain_epochs, "pre-train", progress)
+        load_plain_weights(over, baseline.model.state_dict())  # copies: the baseline trains on apart
+    search_recipe = dataclasses.replace(recipe, learning_rate=baseline.optimizer.param_groups[0]["lr"])
+    _train(baseline, total_epochs - config.pretrain_epochs, "baseline", progress)
+
+    searched = ModelTrainer(over, dataset, config.search_epochs, search_recipe, config.seed,
+                            extra_loss=mdp_regulariser(config.alpha, config.eta))
+    search_stats = _train(searched, config.search_epochs, "search", progress)
+    over = searched.model.eval()
+    base_macs = count_macs(baseline.model, torch.randn(1, info.channels, *input_size))
+    result = prune(over, round_to=config.round_to, threshold=config.threshold,
+                   mac_budget=None if config.mac_reduction is None else base_macs / config.mac_reduction)
+    pruned_accuracy = accuracy(result.model, dataset, "val")
+
+    finetune_recipe = dataclasses.replace(recipe, learning_rate=config.finetune_learning_rate)
+    finetuner = ModelTrainer(result.model, dataset, config.finetune_epochs, finetune_recipe, config.seed + 1)
+    finetune_stats = _train(finetuner, config.finetune_epochs, "fine-tune", progress)
+
+    before, after = _measure(baseline.model, dataset), _measure(result.model, dataset)
+    # as deployed: BatchNorms folded into the convolutions, in both networks
+    before["cpu_latency_ms"], after["cpu_latency_ms"] = cpu_latency_ms(
+        [fold_batchnorms(baseline.model), fold_batchnorms(result.model)], config.latency_batch, config.latency_repeats)
+    save_model(baseline.model, out / "baseline.pt")
+    save_model(result.model, out / "pruned.pt")
+    report = {
+        "format": REPORT_FORMAT,
+        "config": dataclasses.asdict(config),
+        "dataset": {"name": info.name, "train": len(dataset.train), "val": len(dataset.val),
+                    "test": len(dataset.test), "input": [info.channels, *input_size]},
+        **{key: {"before": before[key], "after": after[key]} for key in before},
+        "macs_reduction": before["macs"] / after["macs"],
+        "speedup": before["cpu_latency_ms"] / after["cpu_latency_ms"],
+        "accuracy_drop_points": 100 * (before["accuracy"] - after["accuracy"]),
+        "latency": {"batch": config.latency_batch, "threads": torch.get_num_threads(), "batchnorm_folded": True},
+        "search": {"val_accuracy": accuracy(over, dataset, "val"), "macs": count_macs(
+                       over, torch.randn(1, info.channels, *input_size)),
+                   "branch_entropy": branch_entropy(over).item(), "gate_l1": gate_l1(over).item(),
+                   "epochs": search_stats},
+        "pruning": {"threshold": result.threshold, "val_accuracy_before_finetune": pruned_accuracy},
+        "finetune": {"epochs": finetune_stats},
+        "baseline_epochs": total_epochs,
+        "epochs": {"pretrain": config.pretrain_epochs, "search": config.search_epochs,
+                   "finetune": config.finetune_epochs},
+        "blocks": result.blocks_report(over.config),
+        "seconds": time.perf_counter() - started,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot_report(report, out / "report.png")
+    return report

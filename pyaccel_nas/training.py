@@ -1,0 +1,129 @@
+"""Training any classifier on a :class:`~pyaccel_nas.data.Dataset` along one cosine schedule, in stages.
+
+The recipe is DARTS' (which EcoNAS keeps): SGD with momentum and weight decay, gradient-norm clipping, one
+cosine learning-rate schedule over ``schedule_epochs`` that training follows stage by stage. Methods build
+on :class:`ModelTrainer`: EcoNAS adds genotypes and checkpoints, MDP adds its regularisers (``extra_loss``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pyaccel_nas.data import Dataset
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Optimisation settings (DARTS' defaults, which the EcoNAS code keeps)."""
+
+    learning_rate: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    batch_size: int = 96
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    loss: float
+    train_accuracy: float
+    learning_rate: float
+
+
+class ModelTrainer:
+    """One model, its optimizer and its place in the schedule.
+
+    Args:
+        model: the classifier; it maps a batch of ``dataset`` to logits.
+        dataset: the data (train for training, val/test for :meth:`evaluate`).
+        schedule_epochs: the length of the cosine schedule the stages follow.
+        recipe: optimisation settings.
+        seed: the data order.
+        extra_loss: None, or ``extra_loss(model)``, a scalar added to the cross-entropy at every step
+            (regularisers).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        schedule_epochs: int,
+        recipe: TrainRecipe = TrainRecipe(),
+        seed: int = 0,
+        extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    ) -> None:
+        if schedule_epochs < 1:
+            raise ValueError(f"{type(self).__name__}: `schedule_epochs` must be >= 1, got {schedule_epochs}")
+        self.model = model
+        self.dataset = dataset
+        self.schedule_epochs = schedule_epochs
+        self.recipe = recipe
+        self.seed = seed
+        self.extra_loss = extra_loss
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=schedule_epochs)
+        self.data_rng = torch.Generator().manual_seed(seed)
+        self.epochs_done = 0
+        self._loss = nn.CrossEntropyLoss()
+
+    def train(self, epochs: int, progress=None) -> list[EpochStats]:
+        """Trains ``epochs`` more epochs (not past the schedule's end). ``progress(step)`` is called per batch."""
+        if self.epochs_done + epochs > self.schedule_epochs:
+            raise ValueError(
+                f"{type(self).__name__}: {epochs} more epochs would pass the end of the {self.schedule_epochs}-epoch "
+                f"schedule ({self.epochs_done} done)"
+            )
+        stats = []
+        self.model.train()
+        for _ in range(epochs):
+            learning_rate = self.optimizer.param_groups[0]["lr"]
+            total_loss, correct, seen = 0.0, 0, 0
+            batches = self.dataset.batches(
+                "train", self.recipe.batch_size, shuffle=True, augment=self.recipe.augment, generator=self.data_rng
+            )
+            for x, y in batches:
+                logits = self.model(x)
+                loss = self._loss(logits, y)
+                if self.extra_loss is not None:
+                    loss = loss + self.extra_loss(self.model)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
+                self.optimizer.step()
+                total_loss += loss.item() * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                seen += len(y)
+                if progress is not None:
+                    progress(1)
+            self.scheduler.step()
+            self.epochs_done += 1
+            stats.append(EpochStats(self.epochs_done, total_loss / seen, correct / seen, learning_rate))
+        return stats
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val", batch_size: int = 500) -> float:
+        """Top-1 accuracy on ``split`` ("val" for selection; "test" only for final reports)."""
+        return accuracy(self.model, self.dataset, split, batch_size)
+
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.dataset.train) // self.recipe.batch_size)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, dataset: Dataset, split: str = "val", batch_size: int = 500) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) on one split of ``dataset``."""
+    model.eval()
+    correct = total = 0
+    for x, y in dataset.batches(split, batch_size):
+        correct += (model(x).argmax(1) == y).sum().item()
+        total += len(y)
+    return correct / total

@@ -1,0 +1,56 @@
+"""Shared helpers of the MDP tests: small networks with random (never trivial) gates, importances and BN."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from pyaccel_nas.mdp import MDPNet, model_config, over_parameterise
+from pyaccel_nas.mdp.prune import PruneResult, _gate_module
+from pyaccel_nas.nn import ChannelGate, MultiResSum
+
+# small inputs keep the tests fast; every size still admits more than one resolution factor somewhere
+SHAPES = {"resnet20": (16, 16), "vgg": (16, 16), "c3d": (4, 16, 16)}
+
+
+def randomised(name: str, seed: int = 0, in_channels: int = 2) -> MDPNet:
+    """The over-parameterised ``name`` with random gates in [0, 1), branch logits and BN statistics."""
+    torch.manual_seed(seed)
+    config = over_parameterise(model_config(name, in_channels=in_channels, num_classes=7, input_size=SHAPES[name]))
+    net = MDPNet(config)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, ChannelGate):
+                m.gate.copy_(torch.rand_like(m.gate))
+            elif isinstance(m, MultiResSum):
+                m.logits.copy_(torch.randn_like(m.logits))
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.normal_(1, 0.3)
+                m.bias.normal_(0, 0.3)
+    return net.eval()
+
+
+def restricted_reference(net: MDPNet, result: PruneResult) -> MDPNet:
+    """The over-parameterised ``net`` with each block's other branches weighted 0 and the removed channels'
+    gates set to 0: what the pruned network must compute."""
+    ref = copy.deepcopy(net)
+    with torch.no_grad():
+        for i, block in ref.prunable_blocks():
+            if block.mix is not None:
+                logits = torch.full_like(block.mix.logits, float("-inf"))
+                logits[result.branches[i]] = 0
+                block.mix.logits.copy_(logits)
+            for member, kept in result.kept[i].items():
+                gate = _gate_module(block, member).gate
+                mask = torch.zeros_like(gate)
+                mask[kept] = 1
+                gate.mul_(mask)
+    return ref.eval()
+
+
+def example(net: MDPNet, batch: int = 3) -> torch.Tensor:
+    return torch.randn(batch, net.config.in_channels, *net.config.input_size)

@@ -1,0 +1,57 @@
+"""``pyaccel-nas prune --preset smoke`` for both bases: under a minute, writing the report, plot and model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyaccel_nas.mdp import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("model, dataset", [("resnet20", "fashion-mnist"), ("c3d", "moving-digits")])
+def test_smoke_prune_cli(model, dataset, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "pyaccel_nas.cli", "prune", "--preset", "smoke", "--model", model, "--dataset", dataset,
+         "--seed", "1", "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert seconds < 60, f"smoke run took {seconds:.0f} s"
+    assert "search" in done.stderr and "fine-tune" in done.stderr  # the progress bars
+    report = json.loads((out / "report.json").read_text())
+    for key in ("params", "macs", "cpu_latency_ms", "accuracy"):
+        assert set(report[key]) == {"before", "after"}
+    assert report["macs"]["after"] <= report["macs"]["before"] / 2
+    assert report["config"]["seed"] == 1 and report["baseline_epochs"] == 3
+    assert all({"factor", "channels_before", "channels_after", "kept"} <= set(b) for b in report["blocks"])
+    assert all(len(b["kept"]["out"]) == b["channels_after"] for b in report["blocks"])
+    assert (out / "report.png").stat().st_size > 10_000
+    pruned = load_model(out / "pruned.pt")
+    x = torch.randn(2, *report["dataset"]["input"])
+    assert pruned(x).shape == (2, 10)
+
+
+def test_bad_settings_are_refused_before_any_training(tmp_path):
+    from pyaccel_nas.mdp.pipeline import preset, run_prune
+
+    with pytest.raises(ValueError, match="round_to"):
+        preset("smoke", round_to=0)
+    with pytest.raises(ValueError, match="exactly one"):
+        preset("smoke", threshold=0.1)  # the preset also sets mac_reduction
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("huge")
+    with pytest.raises(ValueError, match="unknown model"):
+        preset("smoke", model="resnet18")
+    with pytest.raises(ValueError, match="3-D but dataset 'digits' holds images"):
+        run_prune(preset("smoke", model="c3d", dataset="digits"), tmp_path)

@@ -1,0 +1,78 @@
+"""MDP's searching losses: branch entropy (L_st), gate L1 (L_gate), and their use in training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mdp_helpers import randomised
+from pyaccel_nas.data import load_dataset
+from pyaccel_nas.mdp import MDPNet, branch_entropy, gate_l1, mdp_regulariser, model_config, over_parameterise
+from pyaccel_nas.nn import ChannelGate, MultiResSum
+from pyaccel_nas.training import ModelTrainer, TrainRecipe
+
+
+def test_branch_entropy_is_the_summed_entropy_of_the_branch_importances():
+    net = randomised("resnet20")
+    mixes = [m for m in net.modules() if isinstance(m, MultiResSum)]
+    assert len(mixes) >= 3
+    expected = sum(-sum(p * math.log(p) for p in torch.softmax(m.logits.detach().double(), 0).tolist())
+                   for m in mixes)
+    assert branch_entropy(net).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_branch_entropy_is_largest_at_uniform_importance_and_vanishes_at_one_branch():
+    net = randomised("c3d")
+    mixes = [m for m in net.modules() if isinstance(m, MultiResSum)]
+    with torch.no_grad():
+        for m in mixes:
+            m.logits.zero_()
+    uniform = branch_entropy(net).item()
+    assert uniform == pytest.approx(sum(math.log(m.num_branches) for m in mixes), rel=1e-6)
+    with torch.no_grad():
+        for m in mixes:
+            m.logits.copy_(torch.tensor([0.0] + [-50.0] * (m.num_branches - 1)))
+    assert branch_entropy(net).item() < 1e-12 < uniform
+
+
+def test_gate_l1_is_the_l1_norm_of_all_gates():
+    net = randomised("vgg")
+    gates = torch.cat([m.gate.detach() for m in net.modules() if isinstance(m, ChannelGate)])
+    with torch.no_grad():  # signs must not matter
+        next(m for m in net.modules() if isinstance(m, ChannelGate)).gate.neg_()
+    assert gate_l1(net).item() == pytest.approx(gates.abs().sum().item(), rel=1e-6)
+
+
+def test_regulariser_weights_and_gradients():
+    net = randomised("resnet20")
+    alpha, eta = 0.3, 0.7
+    total = mdp_regulariser(alpha, eta)(net)
+    assert total.item() == pytest.approx(alpha * branch_entropy(net).item() + eta * gate_l1(net).item(), rel=1e-6)
+    total.backward()
+    gate = next(m for m in net.modules() if isinstance(m, ChannelGate))
+    torch.testing.assert_close(gate.gate.grad, eta * torch.sign(gate.gate.detach()))
+    assert all(m.logits.grad.abs().sum() > 0 for m in net.modules() if isinstance(m, MultiResSum))
+    with pytest.raises(ValueError, match="alpha"):
+        mdp_regulariser(-1, 0)
+
+
+def test_plain_networks_have_zero_regularisers():
+    net = MDPNet(model_config("vgg", in_channels=1, num_classes=10, input_size=(8, 8)))
+    assert branch_entropy(net).item() == 0 and gate_l1(net).item() == 0
+
+
+def test_training_with_the_gate_penalty_shrinks_the_gates():
+    digits = load_dataset("digits")
+    config = over_parameterise(model_config("vgg", in_channels=1, num_classes=10, input_size=(8, 8)))
+    recipe = TrainRecipe(batch_size=128, learning_rate=0.05, augment=False)
+
+    def mean_gate(eta):
+        torch.manual_seed(0)
+        trainer = ModelTrainer(MDPNet(config), digits, 2, recipe, extra_loss=mdp_regulariser(0.0, eta))
+        trainer.train(2)
+        gates = [m.gate for m in trainer.model.modules() if isinstance(m, ChannelGate)]
+        return torch.cat(gates).abs().mean().item()
+
+    assert mean_gate(0.1) < mean_gate(0.0) - 0.05
