@@ -176,6 +176,8 @@ def strided(t: torch.Tensor) -> torch.Tensor:
     ],
 )
 def test_sep_conv2d(emulated, n, c, c_out, h, w, k, conv, layout, dtype):
+    if c > 64 and dtype != torch.float32:
+        pytest.skip("the channel-tiling case once (float32): the dtype does not change the tiling, and it is slow")
     x = random((n, c, h, w), dtype, 1)
     dw, pw, bias = random((c, 1, *k), dtype, 2), random((c_out, c, 1, 1), dtype, 3), random((c_out,), dtype, 4)
     y_ref, grad_out, (gx_ref, gdw_ref, gpw_ref, gb_ref) = reference_grads(

@@ -1,7 +1,7 @@
 // Runs the device code of csrc/*/*_kernels.cuh on the CPU, so its indexing, bounds, shared memory and
-// synchronisation are exercised where no GPU is present. One std::thread per CUDA thread; the blocks of a
-// grid run one after another, so a `__shared__` variable (a function-local static here) belongs to the
-// running block; __syncthreads and the warp shuffles are barriers. Slow, and only for small shapes.
+// synchronisation are exercised where no GPU is present. One std::thread per CUDA thread of a block; the
+// blocks of a grid run one after another, so a `__shared__` variable (a function-local static here)
+// belongs to the running block; __syncthreads and the warp shuffles are barriers. Only for small shapes.
 #pragma once
 
 #include <array>
@@ -33,31 +33,31 @@ inline std::unique_ptr<std::barrier<>> block_barrier;
 inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
 inline std::vector<std::array<unsigned char, 8>> lane_values;  // one slot per thread of the block
 
-// Runs kernel(args...) over the grid, block by block, with block.x threads per block (a multiple of 32).
+// Runs kernel(args...) over the grid with block.x threads per block (a multiple of 32). The same
+// block.x threads run every block in turn, meeting at a barrier between blocks.
 template <typename Kernel, typename... Args>
 void launch(dim3 grid, dim3 block, Kernel kernel, const Args&... args) {
   block_dim = block;
   grid_dim = grid;
   const unsigned threads = block.x;
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        block_barrier = std::make_unique<std::barrier<>>(threads);
-        warp_barriers.clear();
-        for (unsigned w = 0; w < (threads + 31) / 32; ++w) {
-          warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
-        }
-        lane_values.assign(threads, {});
-        std::vector<std::thread> pool;
-        for (unsigned t = 0; t < threads; ++t) {
-          pool.emplace_back([&, t] {
-            thread_idx = dim3(t, 0, 0);
+  block_barrier = std::make_unique<std::barrier<>>(threads);
+  warp_barriers.clear();
+  for (unsigned w = 0; w < (threads + 31) / 32; ++w) warp_barriers.push_back(std::make_unique<std::barrier<>>(32));
+  lane_values.assign(threads, {});
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      thread_idx = dim3(t, 0, 0);
+      for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+          for (unsigned bx = 0; bx < grid.x; ++bx) {
             block_idx = dim3(bx, by, bz);
             kernel(args...);
-          });
-        }
-        for (auto& th : pool) th.join();
-      }
+            block_barrier->arrive_and_wait();  // the next block reuses the shared memory
+          }
+    });
+  }
+  for (auto& th : pool) th.join();
 }
 
 }  // namespace emulation
