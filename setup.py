@@ -6,6 +6,7 @@ against the torch that is already in the environment.
 CUDA sources (``csrc/**/*.cu``) are added when torch has CUDA and ``nvcc`` is found, or when
 ``FORCE_CUDA=1``; ``FORCE_CUDA=0`` forces a CPU-only build. A CPU-only build registers no CUDA kernels,
 and the Python layer falls back to the reference implementation for CUDA tensors (``pyaccel_nas.info()``).
+The CUDA build targets ``TORCH_CUDA_ARCH_LIST`` (default ``8.0;9.0``: A100 and H100/H200) and needs no GPU.
 """
 
 import glob
@@ -36,8 +37,11 @@ def _extension():
     cxx_flags = ["-O3", "-fopenmp", "-DPYACCEL_NAS_PYTHON_MODULE"]
     sources = _sources("*.cpp")
     if _want_cuda():
+        # torch's CUDA headers include cuBLAS/cuSPARSE headers, which the CUDA wheel ships (a bare toolkit may not)
         cuda_include = os.path.join(os.path.dirname(torch.__file__), "..", "nvidia", "cu13", "include")
-        nvcc_flags = ["-O3", "-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90"]
+        # read by torch.utils.cpp_extension, which turns it into -gencode flags
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        nvcc_flags = ["-O3", "-lineinfo"]  # -lineinfo: compute-sanitizer reports name source lines
         return CUDAExtension(
             "pyaccel_nas._C",
             sources + _sources("*.cu"),

@@ -5,7 +5,7 @@ arguments into three callables over the flat list of input tensors -- ``fused`` 
 ``eager`` (pyaccel_nas.ops.reference) and ``compiled`` (torch.compile of the reference) -- and carries a
 work model (FLOPs and the bytes that must move) from which :mod:`benchmarks.measure` derives a floor.
 
-:func:`make_step` turns (case, impl, pass) into a zero-argument callable: ``forward`` runs the op under
+:func:`make_step` turns (case, impl, pass, device) into a zero-argument callable: ``forward`` runs the op under
 ``torch.no_grad``; ``fwd+bwd`` runs it on inputs that require grad and takes the gradients of every input
 for a fixed random output gradient (``torch.autograd.grad``, so nothing accumulates between calls).
 """
@@ -49,12 +49,12 @@ class Case:
         i = PASSES.index(pass_)
         return self.flops[i], self.bytes[i]
 
-    def inputs(self, *, requires_grad: bool) -> list[torch.Tensor]:
-        gen = torch.Generator().manual_seed(SEED)
-        return [torch.randn(s, generator=gen).requires_grad_(requires_grad) for s in self.shapes]
+    def inputs(self, *, requires_grad: bool, device: str = "cpu") -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(SEED)  # on the CPU: the same values on every device
+        return [torch.randn(s, generator=gen).to(device).requires_grad_(requires_grad) for s in self.shapes]
 
-    def grad_output(self) -> torch.Tensor:
-        return torch.randn(self.out_shape, generator=torch.Generator().manual_seed(SEED + 1))
+    def grad_output(self, device: str = "cpu") -> torch.Tensor:
+        return torch.randn(self.out_shape, generator=torch.Generator().manual_seed(SEED + 1)).to(device)
 
     def fn(self, impl: str) -> Callable[..., torch.Tensor]:
         if impl == "compiled":
@@ -87,19 +87,20 @@ def _compiled(case: Case) -> Callable[..., torch.Tensor]:
     return _COMPILED[case.id]
 
 
-def make_step(case: Case, impl: str, pass_: str) -> Callable[[], object]:
-    """The zero-argument callable that benchmarks time: one forward, or one forward + backward."""
+def make_step(case: Case, impl: str, pass_: str, device: str = "cpu") -> Callable[[], object]:
+    """The zero-argument callable that benchmarks time: one forward, or one forward + backward, with the
+    case's tensors on ``device`` (CUDA steps only launch work: the timer synchronises)."""
     fn = case.fn(impl)
     if pass_ == "forward":
-        args = case.inputs(requires_grad=False)
+        args = case.inputs(requires_grad=False, device=device)
 
         def step():
             with torch.no_grad():
                 return fn(*args)
 
     elif pass_ == "fwd+bwd":
-        args = case.inputs(requires_grad=True)
-        grad = case.grad_output()
+        args = case.inputs(requires_grad=True, device=device)
+        grad = case.grad_output(device)
 
         def step():
             return torch.autograd.grad(fn(*args), args, grad)

@@ -1,6 +1,10 @@
 """Times eager, torch.compile'd and fused ops over a grid of shapes; prints tables and writes JSON + CSV.
 
     python -m benchmarks.report [--grid quick|full] [--ops sep_conv2d,...] [--repeats N] [--out DIR]
+                                [--device cpu|cuda] [--impls eager,compiled,fused]
+
+On ``--device cuda`` times are CUDA-event times, the floors are the GPU's device-to-device copy bandwidth
+(DRAM, and L2 for cases that fit it) and float32 matmul rate, and the result files are named after the GPU.
 
 Ratios above 1 mean the fused op is faster. On 2 cores the quick grid takes ~30 s with a warm inductor
 cache (~2 min cold, compiles included); the full grid (232 cases) about an hour. See benchmarks/NOTES.md.
@@ -18,6 +22,7 @@ import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -46,8 +51,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine(cores: int) -> dict:
+def machine(cores: int, device: str = "cpu") -> dict:
+    gpu = {}
+    if torch.device(device).type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        gpu = {
+            "gpu": props.name,
+            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+            "gpu_sms": props.multi_processor_count,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+        }
     return {
+        **gpu,
         "cpu": cpu_model(),
         "cores": cores,
         "logical_cpus": os.cpu_count(),
@@ -86,18 +102,19 @@ def progress(items: list, label):
 
 
 def time_impls(
-    case: Case, pass_: str, *, warmup: int, repeats: int, retries: int
+    case: Case, pass_: str, *, impls: Sequence[str], device: str, warmup: int, repeats: int, retries: int
 ) -> tuple[dict[str, measure.Samples], float | None]:
     """The samples of each impl for one pass, and the cores other processes used meanwhile.
 
     The three impls are sampled round robin so they share conditions; when other processes were busy,
     the pass waits for a quiet machine and is timed again, up to ``retries`` times.
     """
-    steps = {impl: make_step(case, impl, pass_) for impl in IMPLS}
-    steps["compiled"]()  # compiles, outside the timing
+    steps = {impl: make_step(case, impl, pass_, device) for impl in impls}
+    if "compiled" in steps:
+        steps["compiled"]()  # compiles, outside the timing
     for attempt in range(retries + 1):
         load = measure.OtherLoad()
-        samples = measure.time_steps(steps, warmup=warmup, repeats=repeats)
+        samples = measure.time_steps(steps, warmup=warmup, repeats=repeats, device=device)
         busy = load.cores()
         if busy is None or busy <= BUSY_WARNING or attempt == retries:
             return samples, busy
@@ -105,26 +122,41 @@ def time_impls(
         measure.wait_until_quiet(BUSY_WARNING)
 
 
-def bench_case(case: Case, floors: measure.Floors, *, warmup: int, repeats: int, retries: int) -> list[dict]:
-    """One row per pass. The compiled callable is built here, once, for this case only."""
-    err = measure.max_rel_error(case)
-    saved = {impl: measure.saved_for_backward_bytes(case, impl) / measure.MIB for impl in ("eager", "fused")}
+def bench_case(
+    case: Case,
+    floors: measure.Floors,
+    *,
+    warmup: int,
+    repeats: int,
+    retries: int,
+    device: str = "cpu",
+    impls: Sequence[str] = IMPLS,
+) -> list[dict]:
+    """One row per pass. The compiled callable is built here, once, for this case only. Impls left out of
+    ``impls`` (eager and fused are always timed) get None."""
+    impls = [impl for impl in IMPLS if impl in set(impls) | {"eager", "fused"}]
+    err = measure.max_rel_error(case, device=device)
+    saved = {impl: measure.saved_for_backward_bytes(case, impl, device) / measure.MIB for impl in ("eager", "fused")}
     rows = []
     for pass_ in PASSES:
-        samples, busy = time_impls(case, pass_, warmup=warmup, repeats=repeats, retries=retries)
+        samples, busy = time_impls(
+            case, pass_, impls=impls, device=device, warmup=warmup, repeats=repeats, retries=retries
+        )
         ms = {impl: 1e3 * s.median for impl, s in samples.items()}
+        compiled_ms = ms.get("compiled")
         floor_ms = 1e3 * floors.seconds(case, pass_)
         flops, nbytes = case.work(pass_)
         backward = pass_ == "fwd+bwd"
         rows.append({
             "op": case.op, "case": case.name, "pass": pass_,
-            "eager_ms": ms["eager"], "compiled_ms": ms["compiled"], "fused_ms": ms["fused"],
-            "eager/fused": ms["eager"] / ms["fused"], "compiled/fused": ms["compiled"] / ms["fused"],
+            "eager_ms": ms["eager"], "compiled_ms": compiled_ms, "fused_ms": ms["fused"],
+            "eager/fused": ms["eager"] / ms["fused"],
+            "compiled/fused": None if compiled_ms is None else compiled_ms / ms["fused"],
             "floor_ms": floor_ms, "fused/floor": ms["fused"] / floor_ms, "mflop": flops / 1e6, "mbytes": nbytes / 1e6,
             "saved_eager_mib": saved["eager"] if backward else None,
             "saved_fused_mib": saved["fused"] if backward else None,
             "rel_err": err[pass_], "busy_others": busy,
-            **{f"faults_{impl}": s.faults_per_call for impl, s in samples.items()},
+            **{f"faults_{impl}": samples[impl].faults_per_call if impl in samples else None for impl in IMPLS},
         })  # fmt: skip
     return rows
 
@@ -137,7 +169,8 @@ def summarise(rows: list[dict]) -> dict:
             sel = [r for r in rows if r["op"] == op and r["pass"] == pass_]
             if sel:
                 summary.setdefault(op, {})[pass_] = {
-                    k: statistics.median(r[k] for r in sel) for k in ("eager/fused", "compiled/fused", "fused/floor")
+                    k: statistics.median(values) if (values := [r[k] for r in sel if r[k] is not None]) else None
+                    for k in ("eager/fused", "compiled/fused", "fused/floor")
                 }
     return summary
 
@@ -160,9 +193,10 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 
 def render(rows: list[dict], summary: dict, header: dict) -> str:
+    m = header["machine"]
+    where = f"{m['gpu']}, CUDA {m['cuda']}" if "gpu" in m else f"{m['cpu']}, {m['cores']} cores, {m['threads']} threads"
     out = [
-        f"# {header['machine']['cpu']}, {header['machine']['cores']} cores, {header['machine']['threads']} threads, "
-        f"torch {header['machine']['torch']}, grid {header['grid']}, median of up to {header['repeats']} samples",
+        f"# {where}, torch {m['torch']}, grid {header['grid']}, median of up to {header['repeats']} samples",
         "times in ms; ratios > 1: fused is faster; floor = max(bytes / bandwidth, FLOPs / peak); "
         "saved = bytes saved for backward + output (MiB); rel_err = max|fused - eager| / max|eager|",
     ]
@@ -177,8 +211,8 @@ def render(rows: list[dict], summary: dict, header: dict) -> str:
             out += [
                 f"\n## {op}, {pass_}\n",
                 table(sel, cols),
-                f"\nmedian eager/fused {med['eager/fused']:.3f}, compiled/fused {med['compiled/fused']:.3f}, "
-                f"fused/floor {med['fused/floor']:.1f}",
+                f"\nmedian eager/fused {fmt(med['eager/fused'])}, compiled/fused {fmt(med['compiled/fused'])}, "
+                f"fused/floor {fmt(med['fused/floor'])}",
             ]
     out.append("\n## median ratios\n")
     out.append(table(
@@ -194,8 +228,10 @@ def slug(text: str) -> str:
 
 def write(rows: list[dict], summary: dict, header: dict, out_dir: Path) -> tuple[Path, Path]:
     m = header["machine"]
+    where = slug(m["gpu"]) if "gpu" in m else f"{slug(m['cpu'])}-{m['cores']}c"
+    threads = "" if "gpu" in m else f"_t{m['threads']}"
     stem = (
-        f"{header['grid']}_{slug(m['cpu'])}-{m['cores']}c_torch-{slug(m['torch'])}_t{m['threads']}_"
+        f"{header['grid']}_{where}_torch-{slug(m['torch'])}{threads}_"
         f"{header['timestamp'].replace(':', '').replace('-', '')}"
     )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before the samples")
     parser.add_argument("--retries", type=int, default=3, help="re-timings of a pass disturbed by other processes")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the JSON and CSV results")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N): where the tensors live")
+    parser.add_argument("--impls", default=",".join(IMPLS), help="impls to time; eager and fused always are")
     args = parser.parse_args(argv)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    impls = [impl.strip() for impl in args.impls.split(",") if impl.strip()]
+    if set(impls) - set(IMPLS):
+        parser.error(f"--impls: unknown {sorted(set(impls) - set(IMPLS))}; choose from {','.join(IMPLS)}")
 
     cores = set_threads()
     busy_before = measure.busy_cores()
@@ -224,10 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"other processes keep {busy_before:.1f} of {cores} cores busy; waiting for them", file=sys.stderr)
         busy_before = measure.wait_until_quiet(BUSY_WARNING)
     cases = grid(args.grid, [op.strip() for op in args.ops.split(",") if op.strip()])
-    floors = measure.measure_floors()
+    floors = measure.measure_floors(args.device)
     header = {
         "timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": machine(cores),
+        "machine": machine(cores, args.device),
+        "device": args.device,
+        "impls": impls,
         "source": source_state(),
         "grid": args.grid,
         "cases": len(cases),
@@ -238,13 +283,16 @@ def main(argv: list[str] | None = None) -> int:
         "floors": {
             "dram_GBps": floors.dram_bytes_per_s / 1e9,
             "cache_GBps": floors.cache_bytes_per_s / 1e9,
-            "cache_resident_bytes": measure.CACHE_RESIDENT_BYTES,
+            "cache_resident_bytes": floors.cache_resident_bytes,
             "peak_GFLOPps": floors.flops_per_s / 1e9,
         },
     }
     rows = []
     for case in progress(cases, lambda c: c.id):
-        rows += bench_case(case, floors, warmup=args.warmup, repeats=args.repeats, retries=args.retries)
+        rows += bench_case(
+            case, floors, warmup=args.warmup, repeats=args.repeats, retries=args.retries, device=args.device,
+            impls=impls,
+        )  # fmt: skip
     header["busy_cores_by_others"] = {"before": busy_before, "max_during": max(
         (r["busy_others"] for r in rows if r["busy_others"] is not None), default=None)}
     summary = summarise(rows)

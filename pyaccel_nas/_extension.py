@@ -38,8 +38,12 @@ KERNELS: dict[str, dict[str, bool]] = {
 }
 
 
-# The dtypes the compiled kernels of each device compute in; others run the reference.
-KERNEL_DTYPES: dict[str, tuple[torch.dtype, ...]] = {"cpu": (torch.float32, torch.float64)}
+# The dtypes the compiled kernels of each device compute in (csrc/common/tensor_checks.h); others run the
+# reference. The CUDA kernels accumulate float16 and bfloat16 in float32.
+KERNEL_DTYPES: dict[str, tuple[torch.dtype, ...]] = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+}
 
 
 def has_kernel(op: str, device_type: str, dtype: torch.dtype | None = None) -> bool:

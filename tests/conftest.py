@@ -17,13 +17,23 @@ settings.register_profile(
 )
 settings.load_profile("default")
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# Every op test runs on each device; without a GPU the CUDA runs are skipped, saying why (the GPU command,
+# benchmarks/gpu_check.sh, runs them). Hypothesis tests take DEVICES through parametrize (a fixture would
+# be reset between examples).
+requires_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device (run on a GPU machine: bash benchmarks/gpu_check.sh)"
+)
+DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
 LAYOUTS = ["contiguous", "channels_last", "strided"]
 
 
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param
+
+
+def dispatch_key(device: str) -> str:
+    return {"cpu": "CPU", "cuda": "CUDA"}[device]
 
 
 def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:

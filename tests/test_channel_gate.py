@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import LAYOUTS, check_against_reference, check_compiles_fullgraph, in_layout
+from conftest import DEVICES, LAYOUTS, check_against_reference, check_compiles_fullgraph, dispatch_key, in_layout
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,10 +35,11 @@ def check_channel_gate(x, gate, threshold):
     layout=st.sampled_from(LAYOUTS),
     seed=st.integers(0, 2**16),
 )
-def test_matches_reference_random_shapes(shape, empty_batch, threshold, layout, seed):
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_reference_random_shapes(device, shape, empty_batch, threshold, layout, seed):
     if empty_batch:
         shape[0] = 0
-    x, gate = make_inputs(shape, seed=seed)
+    x, gate = make_inputs(shape, device=device, seed=seed)
     check_channel_gate(in_layout(x, layout), gate, threshold)
 
 
@@ -49,9 +50,9 @@ def test_float32(device, layout, shape):
     check_channel_gate(in_layout(x, layout), gate, 0.5)
 
 
-def test_threshold_zeroes_small_gates_and_their_gradient():
-    x = torch.randn(3, 4, 5, 5)
-    gate = torch.tensor([0.05, -0.5, -0.01, 2.0], requires_grad=True)
+def test_threshold_zeroes_small_gates_and_their_gradient(device):
+    x = torch.randn(3, 4, 5, 5, device=device)
+    gate = torch.tensor([0.05, -0.5, -0.01, 2.0], device=device, requires_grad=True)
     y = channel_gate(x, gate, threshold=0.1)
     assert torch.equal(y[:, 0], torch.zeros_like(y[:, 0])) and torch.equal(y[:, 2], torch.zeros_like(y[:, 2]))
     torch.testing.assert_close(y[:, 1], -0.5 * x[:, 1])
@@ -61,39 +62,39 @@ def test_threshold_zeroes_small_gates_and_their_gradient():
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_output_keeps_memory_layout(layout):
-    x, gate = make_inputs((2, 5, 6, 7))
+def test_output_keeps_memory_layout(device, layout):
+    x, gate = make_inputs((2, 5, 6, 7), device=device)
     y = channel_gate(in_layout(x, layout), gate)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     assert y.is_contiguous(memory_format=fmt)
 
 
-def test_gradcheck_float64():
+def test_gradcheck_float64(device):
     for shape in [(3, 4), (2, 3, 5), (2, 3, 4, 5), (2, 3, 2, 3, 4)]:
-        x, gate = make_inputs(shape)
+        x, gate = make_inputs(shape, device=device)
         args = [x.requires_grad_(), gate.requires_grad_()]
         assert torch.autograd.gradcheck(lambda x, g: channel_gate(x, g), args)
         assert torch.autograd.gradcheck(lambda x, g: channel_gate(x, g, threshold=0.3), args)
 
 
 @pytest.mark.parametrize("threshold", [None, 0.2])
-def test_opcheck(threshold):
-    x, gate = make_inputs((2, 6, 5, 4), dtype=torch.float32)
+def test_opcheck(device, threshold):
+    x, gate = make_inputs((2, 6, 5, 4), dtype=torch.float32, device=device)
     torch.library.opcheck(OP, (x.requires_grad_(), gate.requires_grad_(), threshold))
     torch.library.opcheck(OP, (in_layout(x, "channels_last"), gate.detach(), threshold))
     torch.library.opcheck(
-        torch.ops.pyaccel_nas.channel_gate_backward, (torch.randn(2, 6, 5, 4), x.detach(), gate.detach(), threshold)
+        torch.ops.pyaccel_nas.channel_gate_backward, (torch.randn(2, 6, 5, 4, device=device), x.detach(), gate.detach(), threshold)
     )
 
 
-def test_dispatches_to_cpp_kernel():
+def test_dispatches_to_cpp_kernel(device):
     for name in ("channel_gate", "channel_gate_backward"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyaccel_nas::{name}", "CPU")
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyaccel_nas::{name}", dispatch_key(device))
 
 
 @pytest.mark.slow
-def test_torch_compile_fullgraph_forward_backward():
-    x, gate = make_inputs((4, 8, 6, 6), dtype=torch.float32)
+def test_torch_compile_fullgraph_forward_backward(device):
+    x, gate = make_inputs((4, 8, 6, 6), dtype=torch.float32, device=device)
     check_compiles_fullgraph(lambda x, g: channel_gate(x.relu(), g, threshold=0.1) * 2, [x, gate])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import LAYOUTS, check_against_reference, check_compiles_fullgraph, in_layout
+from conftest import DEVICES, LAYOUTS, check_against_reference, check_compiles_fullgraph, dispatch_key, in_layout
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -44,12 +44,13 @@ def divisor(data, value):
     layout=st.sampled_from(LAYOUTS),
     seed=st.integers(0, 2**16),
 )
-def test_matches_reference_random_shapes(data, rank, n, c, num_branches, linear, explicit_size, layout, seed):
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_reference_random_shapes(device, data, rank, n, c, num_branches, linear, explicit_size, layout, seed):
     out = [data.draw(st.integers(1, 12 if rank == 4 else 8)) for _ in range(rank - 2)]
     sizes = [[o // divisor(data, o) for o in out] for _ in range(num_branches)]
     if not explicit_size:
         sizes[0] = out  # the default size is the largest branch's: one branch must be at full size
-    branches, weights = make_branches(n, c, sizes, seed=seed)
+    branches, weights = make_branches(n, c, sizes, device=device, seed=seed)
     branches = [in_layout(b, data.draw(st.sampled_from(LAYOUTS))) for b in branches]
     branches[0] = in_layout(branches[0], layout)
     check_multires_sum(branches, weights, out if explicit_size else None, LINEAR[rank] if linear else "nearest")
@@ -72,23 +73,23 @@ def test_float32(device, n, c, sizes, layout, linear):
     check_multires_sum([in_layout(b, layout) for b in branches], weights, None, mode)
 
 
-def test_non_power_of_two_ratios():
-    branches, weights = make_branches(2, 3, [(12, 15), (4, 5), (6, 3), (1, 1)])
+def test_non_power_of_two_ratios(device):
+    branches, weights = make_branches(2, 3, [(12, 15), (4, 5), (6, 3), (1, 1)], device=device)
     for mode in ("nearest", "bilinear"):
         check_multires_sum(branches, weights, None, mode)
         check_multires_sum(branches, weights, [24, 30], mode)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_output_takes_memory_layout_of_first_branch(layout):
-    branches, weights = make_branches(2, 5, [(8, 8), (4, 4)])
+def test_output_takes_memory_layout_of_first_branch(device, layout):
+    branches, weights = make_branches(2, 5, [(8, 8), (4, 4)], device=device)
     y = multires_sum([in_layout(branches[0], layout), branches[1]], weights)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     assert y.is_contiguous(memory_format=fmt)
 
 
-def test_empty_batch():
-    branches, weights = make_branches(0, 3, [(8, 8), (4, 4)])
+def test_empty_batch(device):
+    branches, weights = make_branches(0, 3, [(8, 8), (4, 4)], device=device)
     weights.requires_grad_()
     y = multires_sum(branches, weights, mode="bilinear")
     assert y.shape == (0, 3, 8, 8)
@@ -96,20 +97,20 @@ def test_empty_batch():
     assert torch.equal(weights.grad, torch.zeros_like(weights))
 
 
-def test_gradcheck_float64():
-    branches, weights = make_branches(2, 3, [(4, 6, 8), (2, 3, 4), (1, 3, 2)])
+def test_gradcheck_float64(device):
+    branches, weights = make_branches(2, 3, [(4, 6, 8), (2, 3, 4), (1, 3, 2)], device=device)
     args = [weights.requires_grad_()] + [b.requires_grad_() for b in branches]
     for mode in ("nearest", "trilinear"):
         assert torch.autograd.gradcheck(lambda w, *b: multires_sum(list(b), w, mode=mode), args)
         assert torch.autograd.gradcheck(lambda w, *b: multires_sum(list(b), w, size=(8, 12, 16), mode=mode), args)
-    branches, weights = make_branches(2, 3, [(6, 6), (3, 2)])
+    branches, weights = make_branches(2, 3, [(6, 6), (3, 2)], device=device)
     args = [weights.requires_grad_()] + [b.requires_grad_() for b in branches]
     assert torch.autograd.gradcheck(lambda w, *b: multires_sum(list(b), w, mode="bilinear"), args)
 
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear"])
-def test_opcheck(mode):
-    branches, weights = make_branches(2, 4, [(8, 6), (4, 3), (2, 1)], dtype=torch.float32)
+def test_opcheck(device, mode):
+    branches, weights = make_branches(2, 4, [(8, 6), (4, 3), (2, 1)], dtype=torch.float32, device=device)
     args = ([b.requires_grad_() for b in branches], weights.requires_grad_())
     torch.library.opcheck(OP, args + (None, mode))
     torch.library.opcheck(OP, args + ([16, 12], mode))
@@ -117,23 +118,23 @@ def test_opcheck(mode):
     torch.library.opcheck(OP, (cl, weights.detach(), None, mode))
     torch.library.opcheck(
         torch.ops.pyaccel_nas.multires_sum_backward,
-        (torch.randn(2, 4, 8, 6), [b.detach() for b in branches], weights.detach(), mode),
+        (torch.randn(2, 4, 8, 6, device=device), [b.detach() for b in branches], weights.detach(), mode),
     )
 
 
-def test_opcheck_3d():
-    branches, weights = make_branches(2, 3, [(4, 4, 4), (2, 2, 4)], dtype=torch.float32)
+def test_opcheck_3d(device):
+    branches, weights = make_branches(2, 3, [(4, 4, 4), (2, 2, 4)], dtype=torch.float32, device=device)
     torch.library.opcheck(OP, ([b.requires_grad_() for b in branches], weights.requires_grad_(), None, "trilinear"))
 
 
-def test_dispatches_to_cpp_kernel():
+def test_dispatches_to_cpp_kernel(device):
     for name in ("multires_sum", "multires_sum_backward"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyaccel_nas::{name}", "CPU")
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyaccel_nas::{name}", dispatch_key(device))
 
 
 @pytest.mark.slow
-def test_torch_compile_fullgraph_forward_backward():
-    branches, weights = make_branches(4, 8, [(8, 8), (4, 4), (2, 2)], dtype=torch.float32)
+def test_torch_compile_fullgraph_forward_backward(device):
+    branches, weights = make_branches(4, 8, [(8, 8), (4, 4), (2, 2)], dtype=torch.float32, device=device)
 
     def mixed(logits, *b):
         return multires_sum(list(b), logits.softmax(0), mode="bilinear").relu()

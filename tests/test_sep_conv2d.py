@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import LAYOUTS, check_against_reference, check_compiles_fullgraph, in_layout
+from conftest import DEVICES, LAYOUTS, check_against_reference, check_compiles_fullgraph, dispatch_key, in_layout
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -45,9 +45,12 @@ def check_sep_conv2d(x, dw, pw, b, conv):
     layout=st.sampled_from(LAYOUTS),
     seed=st.integers(0, 2**16),
 )
-def test_matches_reference_random_shapes(n, c, c_out, h, w, kh, kw, stride, padding, dilation, pre_relu, bias, layout, seed):
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_reference_random_shapes(
+    device, n, c, c_out, h, w, kh, kw, stride, padding, dilation, pre_relu, bias, layout, seed
+):
     assume(h + 2 * padding[0] >= dilation[0] * (kh - 1) + 1 and w + 2 * padding[1] >= dilation[1] * (kw - 1) + 1)
-    x, dw, pw, b = make_inputs(n, c, c_out, h, w, kh, kw, bias=bias, seed=seed)
+    x, dw, pw, b = make_inputs(n, c, c_out, h, w, kh, kw, bias=bias, device=device, seed=seed)
     conv = dict(stride=stride, padding=padding, dilation=dilation, pre_relu=pre_relu)
     check_sep_conv2d(in_layout(x, layout), dw, pw, b, conv)
 
@@ -85,8 +88,8 @@ def test_float32_darts_shapes(device, layout, conv):
         (19, 8, 8, 7, 7, 5, dict(stride=2, padding=4, dilation=2, pre_relu=True)),
     ],
 )
-def test_large_shapes_match_reference(n, c, c_out, h, w, k, conv, dtype):
-    x, dw, pw, b = make_inputs(n, c, c_out, h, w, k, k, dtype=dtype, seed=h + w)
+def test_large_shapes_match_reference(device, n, c, c_out, h, w, k, conv, dtype):
+    x, dw, pw, b = make_inputs(n, c, c_out, h, w, k, k, dtype=dtype, device=device, seed=h + w)
     check_sep_conv2d(x, dw, pw, b, conv)
 
 
@@ -109,16 +112,16 @@ def test_baseline_isa_kernels_match_reference():
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_output_keeps_memory_layout(layout):
-    x, dw, pw, b = make_inputs(2, 5, 6, 9, 9, 3, 3)
+def test_output_keeps_memory_layout(device, layout):
+    x, dw, pw, b = make_inputs(2, 5, 6, 9, 9, 3, 3, device=device)
     x = in_layout(x, layout)
     y = sep_conv2d(x, dw, pw, b, padding=1)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     assert y.is_contiguous(memory_format=fmt)
 
 
-def test_empty_batch_gives_empty_output_and_zero_weight_grads():
-    x, dw, pw, b = make_inputs(0, 4, 5, 8, 8, 3, 3)
+def test_empty_batch_gives_empty_output_and_zero_weight_grads(device):
+    x, dw, pw, b = make_inputs(0, 4, 5, 8, 8, 3, 3, device=device)
     dw.requires_grad_()
     y = sep_conv2d(x, dw, pw, b, padding=1)
     assert y.shape == (0, 5, 8, 8)
@@ -126,33 +129,33 @@ def test_empty_batch_gives_empty_output_and_zero_weight_grads():
     assert torch.equal(dw.grad, torch.zeros_like(dw))
 
 
-def test_gradcheck_float64():
-    x, dw, pw, b = make_inputs(2, 3, 4, 7, 6, 3, 3)
+def test_gradcheck_float64(device):
+    x, dw, pw, b = make_inputs(2, 3, 4, 7, 6, 3, 3, device=device)
     args = [t.requires_grad_() for t in (x, dw, pw, b)]
     for conv in (dict(stride=1, padding=1), dict(stride=2, padding=2, dilation=2), dict(stride=(1, 2), pre_relu=False)):
         assert torch.autograd.gradcheck(lambda *a: sep_conv2d(*a, **conv), args)
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_opcheck(bias):
-    x, dw, pw, b = make_inputs(2, 4, 3, 7, 7, 3, 3, bias=bias, dtype=torch.float32)
+def test_opcheck(device, bias):
+    x, dw, pw, b = make_inputs(2, 4, 3, 7, 7, 3, 3, bias=bias, dtype=torch.float32, device=device)
     args = (x.requires_grad_(), dw.requires_grad_(), pw.requires_grad_(), b.requires_grad_() if bias else None)
     torch.library.opcheck(OP, args + ([2, 1], [1, 2], [1, 2], True))
-    grad_out = torch.randn(2, 3, 4, 7)
+    grad_out = torch.randn(2, 3, 4, 7, device=device)
     torch.library.opcheck(
         torch.ops.pyaccel_nas.sep_conv2d_backward, (grad_out, x.detach(), dw.detach(), pw.detach(), [2, 1], [1, 2], [1, 2], True)
     )
     torch.library.opcheck(OP, (in_layout(x, "channels_last"), dw, pw, None, [1, 1], [0, 0], [1, 1], False))
 
 
-def test_dispatches_to_cpp_kernel():
+def test_dispatches_to_cpp_kernel(device):
     for name in ("sep_conv2d", "sep_conv2d_backward"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyaccel_nas::{name}", "CPU")
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyaccel_nas::{name}", dispatch_key(device))
 
 
 @pytest.mark.slow
-def test_torch_compile_fullgraph_forward_backward():
-    x, dw, pw, b = make_inputs(4, 8, 6, 10, 10, 3, 3, dtype=torch.float32)
+def test_torch_compile_fullgraph_forward_backward(device):
+    x, dw, pw, b = make_inputs(4, 8, 6, 10, 10, 3, 3, dtype=torch.float32, device=device)
     check_compiles_fullgraph(lambda *a: sep_conv2d(*a, stride=1, padding=2, dilation=2).tanh(), [x, dw, pw, b])
     check_compiles_fullgraph(
         lambda *a: sep_conv2d(*a, stride=2, padding=1).sum(dim=1), [in_layout(x, "channels_last"), dw, pw]

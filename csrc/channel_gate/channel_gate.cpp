@@ -1,8 +1,10 @@
-// Tensor-level wrappers of channel_gate: validation, layout, allocation, dtype dispatch.
+// Tensor-level wrappers of channel_gate: validation, layout, allocation, dtype dispatch. The same wrappers
+// serve the CPU and (in a CUDA build) the CUDA kernels.
 #include "channel_gate.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -33,12 +35,23 @@ GateLayout layout_of(const at::Tensor& x, at::MemoryFormat format) {
 
 at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& gate_in, std::optional<double> threshold) {
   check_args(x_in, gate_in, threshold);
-  check_cpu_dtype(x_in, kOp);
+  check_kernel_dtype(x_in, kOp);
+  const c10::OptionalDeviceGuard guard(x_in.device());  // CUDA: the kernels launch on x's device
   const auto format = output_memory_format(x_in);
   const at::Tensor x = x_in.contiguous(format);
   const at::Tensor gate = gate_in.contiguous();
   at::Tensor y = at::empty(x.sizes(), x.options().memory_format(format));
   if (x.numel() == 0) return y;
+  if (x.is_cuda()) {
+#ifdef WITH_CUDA
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "channel_gate_forward_cuda", [&] {
+      channel_gate_forward_cuda<scalar_t>(layout_of(x, format), x.const_data_ptr<scalar_t>(),
+                                          gate.const_data_ptr<scalar_t>(), threshold.has_value(),
+                                          threshold.value_or(0.0), y.mutable_data_ptr<scalar_t>());
+    });
+#endif
+    return y;
+  }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "channel_gate_forward_cpu", [&] {
     channel_gate_forward_cpu<scalar_t>(layout_of(x, format), x.const_data_ptr<scalar_t>(),
                                        gate.const_data_ptr<scalar_t>(), threshold.has_value(),
@@ -51,10 +64,11 @@ std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_y_in, co
                                                                      const at::Tensor& gate_in,
                                                                      std::optional<double> threshold) {
   check_args(x_in, gate_in, threshold);
-  check_cpu_dtype(x_in, kOp);
+  check_kernel_dtype(x_in, kOp);
   check_same_device_dtype(grad_y_in, x_in, kOp, "grad_out", "x");
   TORCH_CHECK(grad_y_in.sizes() == x_in.sizes(), kOp, ": `grad_out` must have the shape of x ", x_in.sizes(), ", got ",
               grad_y_in.sizes());
+  const c10::OptionalDeviceGuard guard(x_in.device());
   const auto format = output_memory_format(x_in);
   const at::Tensor x = x_in.contiguous(format);
   const at::Tensor grad_y = grad_y_in.contiguous(format);
@@ -62,6 +76,17 @@ std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_y_in, co
   at::Tensor grad_x = at::empty(x.sizes(), x.options().memory_format(format));
   at::Tensor grad_gate = at::zeros(gate.sizes(), gate.options());
   if (x.numel() == 0) return {grad_x, grad_gate};
+  if (x.is_cuda()) {
+#ifdef WITH_CUDA
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "channel_gate_backward_cuda", [&] {
+      channel_gate_backward_cuda<scalar_t>(layout_of(x, format), grad_y.const_data_ptr<scalar_t>(),
+                                           x.const_data_ptr<scalar_t>(), gate.const_data_ptr<scalar_t>(),
+                                           threshold.has_value(), threshold.value_or(0.0),
+                                           grad_x.mutable_data_ptr<scalar_t>(), grad_gate.mutable_data_ptr<scalar_t>());
+    });
+#endif
+    return {grad_x, grad_gate};
+  }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "channel_gate_backward_cpu", [&] {
     channel_gate_backward_cpu<scalar_t>(layout_of(x, format), grad_y.const_data_ptr<scalar_t>(),
                                         x.const_data_ptr<scalar_t>(), gate.const_data_ptr<scalar_t>(),
@@ -77,5 +102,12 @@ TORCH_LIBRARY_IMPL(pyaccel_nas, CPU, m) {
   m.impl("channel_gate", &forward_impl);
   m.impl("channel_gate_backward", &backward_impl);
 }
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(pyaccel_nas, CUDA, m) {
+  m.impl("channel_gate", &forward_impl);
+  m.impl("channel_gate_backward", &backward_impl);
+}
+#endif
 
 }  // namespace pyaccel_nas

@@ -21,4 +21,14 @@ template <typename T>
 void channel_gate_backward_cpu(const GateLayout& layout, const T* grad_y, const T* x, const T* gate,
                                bool has_threshold, double threshold, T* grad_x, T* grad_gate);
 
+// CUDA (float, double, c10::Half, c10::BFloat16; accumulation in float, or double for double), same
+// contract; grad_gate is reduced deterministically (no atomics). Runs on the current stream.
+template <typename T>
+void channel_gate_forward_cuda(const GateLayout& layout, const T* x, const T* gate, bool has_threshold,
+                               double threshold, T* y);
+
+template <typename T>
+void channel_gate_backward_cuda(const GateLayout& layout, const T* grad_y, const T* x, const T* gate,
+                                bool has_threshold, double threshold, T* grad_x, T* grad_gate);
+
 }  // namespace pyaccel_nas

@@ -33,9 +33,17 @@ inline void check_same_device_dtype(const at::Tensor& t, const at::Tensor& ref, 
               ref_name, "` has dtype ", ref.scalar_type(), "; all tensors must have one dtype");
 }
 
-inline void check_cpu_dtype(const at::Tensor& t, const char* op) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op,
-              ": the CPU kernel supports float32 and float64, got ", t.scalar_type());
+// The dtypes the kernels of t's device compute in: float32 and float64 on CPU; also float16 and bfloat16 on
+// CUDA (accumulating in float32). Python's dispatch table (pyaccel_nas/_extension.py) lists the same.
+inline void check_kernel_dtype(const at::Tensor& t, const char* op) {
+  const auto dtype = t.scalar_type();
+  const bool wide = dtype == at::kFloat || dtype == at::kDouble;
+  if (t.is_cuda()) {
+    TORCH_CHECK(wide || dtype == at::kHalf || dtype == at::kBFloat16, op,
+                ": the CUDA kernel supports float32, float64, float16 and bfloat16, got ", dtype);
+  } else {
+    TORCH_CHECK(wide, op, ": the CPU kernel supports float32 and float64, got ", dtype);
+  }
 }
 
 }  // namespace pyaccel_nas

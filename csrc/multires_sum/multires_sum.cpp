@@ -1,8 +1,10 @@
-// Tensor-level wrappers of multires_sum: validation, layout, allocation, dtype dispatch.
+// Tensor-level wrappers of multires_sum: validation, layout, allocation, dtype dispatch. The same wrappers
+// serve the CPU and (in a CUDA build) the CUDA kernels.
 #include "multires_sum.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -82,6 +84,30 @@ MultiresShape shape_of(const at::Tensor& first, const std::vector<int64_t>& out,
   return MultiresShape{first.size(0), first.size(1), r == 3 ? out[0] : 1, out[r - 2], out[r - 1], linear};
 }
 
+// What the kernels take for a list of branches: their geometry and data pointers.
+template <typename T>
+struct KernelInputs {
+  std::vector<MultiresBranch> layout;
+  std::vector<const T*> branches;
+};
+
+template <typename T>
+KernelInputs<T> kernel_inputs(const std::vector<at::Tensor>& branches) {
+  KernelInputs<T> in;
+  for (const auto& b : branches) {
+    in.layout.push_back(branch_of(b));
+    in.branches.push_back(b.const_data_ptr<T>());
+  }
+  return in;
+}
+
+template <typename T>
+std::vector<T*> mutable_ptrs(std::vector<at::Tensor>& tensors) {
+  std::vector<T*> out;
+  for (auto& t : tensors) out.push_back(t.mutable_data_ptr<T>());
+  return out;
+}
+
 std::vector<at::Tensor> in_layout(at::TensorList branches, at::MemoryFormat format) {
   std::vector<at::Tensor> out;
   for (const auto& b : branches) out.push_back(b.contiguous(format));
@@ -93,7 +119,8 @@ at::Tensor forward_impl(at::TensorList branches_in, const at::Tensor& weights_in
   const std::vector<int64_t> out_size = check_args(branches_in, weights_in, size);
   const at::Tensor& first = branches_in[0];
   const bool linear = is_linear_mode(std::string(mode), first.dim());
-  check_cpu_dtype(first, kOp);
+  check_kernel_dtype(first, kOp);
+  const c10::OptionalDeviceGuard guard(first.device());  // CUDA: the kernels launch on the branches' device
   const auto format = output_memory_format(first);
   const std::vector<at::Tensor> branches = in_layout(branches_in, format);
   const at::Tensor weights = weights_in.contiguous();
@@ -101,16 +128,21 @@ at::Tensor forward_impl(at::TensorList branches_in, const at::Tensor& weights_in
   y_shape.insert(y_shape.end(), out_size.begin(), out_size.end());
   at::Tensor y = at::empty(y_shape, first.options().memory_format(format));
   if (y.numel() == 0) return y;
+  const MultiresShape shape = shape_of(first, out_size, linear);
+  if (first.is_cuda()) {
+#ifdef WITH_CUDA
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, first.scalar_type(), "multires_sum_forward_cuda", [&] {
+      const KernelInputs<scalar_t> in = kernel_inputs<scalar_t>(branches);
+      multires_sum_forward_cuda<scalar_t>(shape, in.layout, in.branches, weights.const_data_ptr<scalar_t>(),
+                                          y.mutable_data_ptr<scalar_t>(), strides5_of(y));
+    });
+#endif
+    return y;
+  }
   AT_DISPATCH_FLOATING_TYPES(first.scalar_type(), "multires_sum_forward_cpu", [&] {
-    std::vector<MultiresBranch> layout;
-    std::vector<const scalar_t*> ptrs;
-    for (const auto& b : branches) {
-      layout.push_back(branch_of(b));
-      ptrs.push_back(b.const_data_ptr<scalar_t>());
-    }
-    multires_sum_forward_cpu<scalar_t>(shape_of(first, out_size, linear), layout, ptrs,
-                                       weights.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
-                                       strides5_of(y));
+    const KernelInputs<scalar_t> in = kernel_inputs<scalar_t>(branches);
+    multires_sum_forward_cpu<scalar_t>(shape, in.layout, in.branches, weights.const_data_ptr<scalar_t>(),
+                                       y.mutable_data_ptr<scalar_t>(), strides5_of(y));
   });
   return y;
 }
@@ -124,36 +156,45 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> backward_impl(const at::Tensor& 
       check_args(branches_in, weights_in, grad_y_in.sizes().slice(2));
   const at::Tensor& first = branches_in[0];
   const bool linear = is_linear_mode(std::string(mode), first.dim());
-  check_cpu_dtype(first, kOp);
+  check_kernel_dtype(first, kOp);
   check_same_device_dtype(grad_y_in, first, kOp, "grad_out", "branches[0]");
   TORCH_CHECK(grad_y_in.size(0) == first.size(0) && grad_y_in.size(1) == first.size(1), kOp,
               ": `grad_out` must have (N, C) = (", first.size(0), ", ", first.size(1), "), got shape ",
               grad_y_in.sizes());
+  const c10::OptionalDeviceGuard guard(first.device());
   const auto format = output_memory_format(first);
   const std::vector<at::Tensor> branches = in_layout(branches_in, format);
   const at::Tensor grad_y = grad_y_in.contiguous(format);
   const at::Tensor weights = weights_in.contiguous();
   std::vector<at::Tensor> grad_branches;
   for (const auto& b : branches) {
-    // at::zeros ignores the memory format of its options: allocate empty in the format, then zero.
-    grad_branches.push_back(at::empty(b.sizes(), b.options().memory_format(format)).zero_());
+    grad_branches.push_back(at::empty(b.sizes(), b.options().memory_format(format)));  // the kernels write all
   }
   at::Tensor grad_weights = at::zeros(weights.sizes(), weights.options());
-  if (grad_y.numel() == 0) return {grad_branches, grad_weights};
+  if (grad_y.numel() == 0) {
+    for (auto& g : grad_branches) g.zero_();
+    return {grad_branches, grad_weights};
+  }
+  const MultiresShape shape = shape_of(first, out_size, linear);
+  std::vector<Strides5> grad_strides;
+  for (const auto& g : grad_branches) grad_strides.push_back(strides5_of(g));
+  if (first.is_cuda()) {
+#ifdef WITH_CUDA
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, first.scalar_type(), "multires_sum_backward_cuda", [&] {
+      const KernelInputs<scalar_t> in = kernel_inputs<scalar_t>(branches);
+      multires_sum_backward_cuda<scalar_t>(shape, in.layout, in.branches, weights.const_data_ptr<scalar_t>(),
+                                           grad_y.const_data_ptr<scalar_t>(), strides5_of(grad_y),
+                                           mutable_ptrs<scalar_t>(grad_branches), grad_strides,
+                                           grad_weights.mutable_data_ptr<scalar_t>());
+    });
+#endif
+    return {grad_branches, grad_weights};
+  }
   AT_DISPATCH_FLOATING_TYPES(first.scalar_type(), "multires_sum_backward_cpu", [&] {
-    std::vector<MultiresBranch> layout;
-    std::vector<const scalar_t*> ptrs;
-    std::vector<scalar_t*> grad_ptrs;
-    std::vector<Strides5> grad_strides;
-    for (size_t k = 0; k < branches.size(); ++k) {
-      layout.push_back(branch_of(branches[k]));
-      ptrs.push_back(branches[k].const_data_ptr<scalar_t>());
-      grad_ptrs.push_back(grad_branches[k].mutable_data_ptr<scalar_t>());
-      grad_strides.push_back(strides5_of(grad_branches[k]));
-    }
-    multires_sum_backward_cpu<scalar_t>(shape_of(first, out_size, linear), layout, ptrs,
-                                        weights.const_data_ptr<scalar_t>(), grad_y.const_data_ptr<scalar_t>(),
-                                        strides5_of(grad_y), grad_ptrs, grad_strides,
+    const KernelInputs<scalar_t> in = kernel_inputs<scalar_t>(branches);
+    multires_sum_backward_cpu<scalar_t>(shape, in.layout, in.branches, weights.const_data_ptr<scalar_t>(),
+                                        grad_y.const_data_ptr<scalar_t>(), strides5_of(grad_y),
+                                        mutable_ptrs<scalar_t>(grad_branches), grad_strides,
                                         grad_weights.mutable_data_ptr<scalar_t>());
   });
   return {grad_branches, grad_weights};
@@ -165,5 +206,12 @@ TORCH_LIBRARY_IMPL(pyaccel_nas, CPU, m) {
   m.impl("multires_sum", &forward_impl);
   m.impl("multires_sum_backward", &backward_impl);
 }
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(pyaccel_nas, CUDA, m) {
+  m.impl("multires_sum", &forward_impl);
+  m.impl("multires_sum_backward", &backward_impl);
+}
+#endif
 
 }  // namespace pyaccel_nas

@@ -39,4 +39,17 @@ void multires_sum_backward_cpu(const MultiresShape& s, const std::vector<Multire
                                Strides5 grad_y_strides, const std::vector<T*>& grad_branches,
                                const std::vector<Strides5>& grad_strides, T* grad_weights);
 
+// CUDA (float, double, c10::Half, c10::BFloat16; accumulation in float, or double for double), same
+// contract, with every activation dense in one memory format (contiguous or channels-last, as y and
+// grad_y); grad_weights is reduced deterministically (no atomics). Runs on the current stream.
+template <typename T>
+void multires_sum_forward_cuda(const MultiresShape& s, const std::vector<MultiresBranch>& layout,
+                               const std::vector<const T*>& branches, const T* weights, T* y, Strides5 y_strides);
+
+template <typename T>
+void multires_sum_backward_cuda(const MultiresShape& s, const std::vector<MultiresBranch>& layout,
+                                const std::vector<const T*>& branches, const T* weights, const T* grad_y,
+                                Strides5 grad_y_strides, const std::vector<T*>& grad_branches,
+                                const std::vector<Strides5>& grad_strides, T* grad_weights);
+
 }  // namespace pyaccel_nas

@@ -1,8 +1,10 @@
-// Tensor-level wrappers of sep_conv2d: validation, layout, allocation, dtype dispatch.
+// Tensor-level wrappers of sep_conv2d: validation, layout, allocation, dtype dispatch. The same wrappers
+// serve the CPU and (in a CUDA build) the CUDA kernels.
 #include "sep_conv2d.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -71,17 +73,52 @@ SepConv2dShape check_args(const at::Tensor& x, const at::Tensor& dw, const at::T
   return s;
 }
 
+Strides4 strides4_of(const at::Tensor& t) { return Strides4{t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+
+#ifdef WITH_CUDA
+// The CUDA kernels read x and grad_y through their strides and write y and grad_x in the output layout
+// directly: no copies for channels_last or strided inputs.
+at::Tensor forward_cuda(const SepConv2dShape& s, const at::Tensor& x, const at::Tensor& dw, const at::Tensor& pw,
+                        const std::optional<at::Tensor>& bias, at::MemoryFormat format) {
+  at::Tensor y = at::empty({s.batch, s.out_channels, s.out_h, s.out_w}, x.options().memory_format(format));
+  if (y.numel() == 0) return y;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sep_conv2d_forward_cuda", [&] {
+    sep_conv2d_forward_cuda<scalar_t>(s, x.const_data_ptr<scalar_t>(), strides4_of(x), dw.const_data_ptr<scalar_t>(),
+                                      pw.const_data_ptr<scalar_t>(),
+                                      bias.has_value() ? bias->const_data_ptr<scalar_t>() : nullptr,
+                                      y.mutable_data_ptr<scalar_t>(), strides4_of(y));
+  });
+  return y;
+}
+
+void backward_cuda(const SepConv2dShape& s, const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& dw,
+                   const at::Tensor& pw, at::Tensor& grad_x, at::Tensor& grad_dw, at::Tensor& grad_pw,
+                   at::Tensor& grad_bias) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sep_conv2d_backward_cuda", [&] {
+    sep_conv2d_backward_cuda<scalar_t>(s, grad_y.const_data_ptr<scalar_t>(), strides4_of(grad_y),
+                                       x.const_data_ptr<scalar_t>(), strides4_of(x), dw.const_data_ptr<scalar_t>(),
+                                       pw.const_data_ptr<scalar_t>(), grad_x.mutable_data_ptr<scalar_t>(),
+                                       strides4_of(grad_x), grad_dw.mutable_data_ptr<scalar_t>(),
+                                       grad_pw.mutable_data_ptr<scalar_t>(), grad_bias.mutable_data_ptr<scalar_t>());
+  });
+}
+#endif
+
 at::Tensor forward_impl(const at::Tensor& x_in, const at::Tensor& dw_in, const at::Tensor& pw_in,
                         const std::optional<at::Tensor>& bias_in, at::IntArrayRef stride, at::IntArrayRef padding,
                         at::IntArrayRef dilation, bool pre_relu) {
   const SepConv2dShape s = check_args(x_in, dw_in, pw_in, bias_in, stride, padding, dilation, pre_relu);
-  check_cpu_dtype(x_in, kOp);
-  // The kernels compute in NCHW (vectors along the width and the pixels of a plane); a channels_last input
-  // gets a channels_last output, converted once at the end.
+  check_kernel_dtype(x_in, kOp);
+  const c10::OptionalDeviceGuard guard(x_in.device());  // CUDA: the kernels launch on x's device
   const auto format = output_memory_format(x_in);
-  const at::Tensor x = x_in.contiguous();
   const at::Tensor dw = dw_in.contiguous(), pw = pw_in.contiguous();
   const std::optional<at::Tensor> bias = bias_in.has_value() ? std::optional(bias_in->contiguous()) : std::nullopt;
+#ifdef WITH_CUDA
+  if (x_in.is_cuda()) return forward_cuda(s, x_in, dw, pw, bias, format);
+#endif
+  // The CPU kernels compute in NCHW (vectors along the width and the pixels of a plane); a channels_last input
+  // gets a channels_last output, converted once at the end.
+  const at::Tensor x = x_in.contiguous();
   at::Tensor y = at::empty({s.batch, s.out_channels, s.out_h, s.out_w}, x.options());
   if (y.numel() == 0) return y.contiguous(format);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sep_conv2d_forward_cpu", [&] {
@@ -98,14 +135,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_impl(
     const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& dw_in, const at::Tensor& pw_in,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool pre_relu) {
   const SepConv2dShape s = check_args(x_in, dw_in, pw_in, std::nullopt, stride, padding, dilation, pre_relu);
-  check_cpu_dtype(x_in, kOp);
+  check_kernel_dtype(x_in, kOp);
   check_same_device_dtype(grad_y_in, x_in, kOp, "grad_out", "x");
   TORCH_CHECK(grad_y_in.sizes() == at::IntArrayRef({s.batch, s.out_channels, s.out_h, s.out_w}), kOp,
               ": `grad_out` must have the output shape (", s.batch, ", ", s.out_channels, ", ", s.out_h, ", ", s.out_w,
               "), got ", grad_y_in.sizes());
+  const c10::OptionalDeviceGuard guard(x_in.device());
   const auto format = output_memory_format(x_in);
-  const at::Tensor x = x_in.contiguous();
-  const at::Tensor grad_y = grad_y_in.contiguous();
+  // CPU: dense NCHW copies; CUDA: any strides
+  const at::Tensor x = x_in.is_cuda() ? x_in : x_in.contiguous();
+  const at::Tensor grad_y = grad_y_in.is_cuda() ? grad_y_in : grad_y_in.contiguous();
   const at::Tensor dw = dw_in.contiguous(), pw = pw_in.contiguous();
   at::Tensor grad_dw = at::zeros(dw.sizes(), dw.options());
   at::Tensor grad_pw = at::zeros(pw.sizes(), pw.options());
@@ -114,6 +153,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_impl(
     // at::zeros ignores the memory format of its options: allocate empty in the format, then zero.
     return {at::empty(x.sizes(), x.options().memory_format(format)).zero_(), grad_dw, grad_pw, grad_bias};
   }
+#ifdef WITH_CUDA
+  if (x.is_cuda()) {
+    at::Tensor grad_x = at::empty(x.sizes(), x.options().memory_format(format));  // every element is written
+    backward_cuda(s, grad_y, x, dw, pw, grad_x, grad_dw, grad_pw, grad_bias);
+    return {grad_x, grad_dw, grad_pw, grad_bias};
+  }
+#endif
   at::Tensor grad_x = at::empty(x.sizes(), x.options());  // the kernel writes every element
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sep_conv2d_backward_cpu", [&] {
     sep_conv2d_backward_cpu<scalar_t>(s, grad_y.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
@@ -131,5 +177,12 @@ TORCH_LIBRARY_IMPL(pyaccel_nas, CPU, m) {
   m.impl("sep_conv2d", &forward_impl);
   m.impl("sep_conv2d_backward", &backward_impl);
 }
+
+#ifdef WITH_CUDA
+TORCH_LIBRARY_IMPL(pyaccel_nas, CUDA, m) {
+  m.impl("sep_conv2d", &forward_impl);
+  m.impl("sep_conv2d_backward", &backward_impl);
+}
+#endif
 
 }  // namespace pyaccel_nas

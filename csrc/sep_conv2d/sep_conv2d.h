@@ -28,4 +28,21 @@ template <typename T>
 void sep_conv2d_backward_cpu(const SepConv2dShape& s, const T* grad_y, const T* x, const T* dw, const T* pw,
                              T* grad_x, T* grad_dw, T* grad_pw, T* grad_bias);
 
+// Element strides of an (N, C, H, W) tensor.
+struct Strides4 {
+  int64_t n, c, h, w;
+};
+
+// CUDA (float, double, c10::Half, c10::BFloat16; accumulation in float, or double for double). x, y,
+// grad_y and grad_x may have any strides (y and grad_x are written through theirs); dw, pw, bias and the
+// weight gradients are dense as above. Kernels run on the current stream of the current device.
+template <typename T>
+void sep_conv2d_forward_cuda(const SepConv2dShape& s, const T* x, Strides4 xs, const T* dw, const T* pw,
+                             const T* bias, T* y, Strides4 ys);
+
+template <typename T>
+void sep_conv2d_backward_cuda(const SepConv2dShape& s, const T* grad_y, Strides4 gys, const T* x, Strides4 xs,
+                              const T* dw, const T* pw, T* grad_x, Strides4 gxs, T* grad_dw, T* grad_pw,
+                              T* grad_bias);
+
 }  // namespace pyaccel_nas
