@@ -5,8 +5,9 @@
 //
 // Each forward saves only its inputs (sep_conv2d's backward recomputes the depthwise result) and calls the
 // op below autograd; each backward calls the op's explicit `_backward` through the dispatcher, so
-// torch.compile (AOTAutograd) traces the same two ops. Double backward is not supported: the `_backward`
-// ops have no autograd of their own.
+// torch.compile (AOTAutograd) traces the same two ops. The `_backward` ops are differentiable no further:
+// under create_graph they record a node that raises if a second derivative is asked for (without an
+// autograd kernel, PyTorch would only warn and treat them as constants, a silently wrong answer).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -26,6 +27,13 @@ using torch::autograd::variable_list;
 template <typename Sig>
 c10::TypedOperatorHandle<Sig> op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+
+// The backward of a `_backward` op: second derivatives are not implemented.
+[[noreturn]] void refuse_double_backward(const char* op_name) {
+  TORCH_CHECK(false, "pyaccel_nas::", op_name, " is differentiable once: its backward has no derivative of its own. ",
+              "For higher-order gradients use the reference ops (pyaccel_nas.ops.reference, or ",
+              "pyaccel_nas.nn.set_fused(model, False)).");
 }
 
 std::vector<int64_t> saved_ints(const AutogradContext* ctx, const char* key) {
@@ -69,10 +77,32 @@ class SepConv2dFunction : public torch::autograd::Function<SepConv2dFunction> {
   }
 };
 
+class SepConv2dBackwardFunction : public torch::autograd::Function<SepConv2dBackwardFunction> {
+ public:
+  static variable_list forward(AutogradContext*, const at::Tensor& grad_out, const at::Tensor& x,
+                               const at::Tensor& dw_weight, const at::Tensor& pw_weight, at::IntArrayRef stride,
+                               at::IntArrayRef padding, at::IntArrayRef dilation, bool pre_relu) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    static const auto sep_conv2d_backward = op<SepConv2dBackwardSig>("pyaccel_nas::sep_conv2d_backward");
+    auto [grad_x, grad_dw, grad_pw, grad_bias] =
+        sep_conv2d_backward.call(grad_out, x, dw_weight, pw_weight, stride, padding, dilation, pre_relu);
+    return {grad_x, grad_dw, grad_pw, grad_bias};
+  }
+  static variable_list backward(AutogradContext*, variable_list) { refuse_double_backward("sep_conv2d"); }
+};
+
 at::Tensor sep_conv2d_autograd(const at::Tensor& x, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
                                const std::optional<at::Tensor>& pw_bias, at::IntArrayRef stride,
                                at::IntArrayRef padding, at::IntArrayRef dilation, bool pre_relu) {
   return SepConv2dFunction::apply(x, dw_weight, pw_weight, pw_bias, stride, padding, dilation, pre_relu);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sep_conv2d_backward_autograd(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool pre_relu) {
+  const variable_list grads =
+      SepConv2dBackwardFunction::apply(grad_out, x, dw_weight, pw_weight, stride, padding, dilation, pre_relu);
+  return {grads[0], grads[1], grads[2], grads[3]};
 }
 
 // ---- channel_gate -----------------------------------------------------------------------------------------
@@ -103,8 +133,27 @@ class ChannelGateFunction : public torch::autograd::Function<ChannelGateFunction
   }
 };
 
+class ChannelGateBackwardFunction : public torch::autograd::Function<ChannelGateBackwardFunction> {
+ public:
+  static variable_list forward(AutogradContext*, const at::Tensor& grad_out, const at::Tensor& x,
+                               const at::Tensor& gate, std::optional<double> threshold) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    static const auto channel_gate_backward = op<ChannelGateBackwardSig>("pyaccel_nas::channel_gate_backward");
+    auto [grad_x, grad_gate] = channel_gate_backward.call(grad_out, x, gate, threshold);
+    return {grad_x, grad_gate};
+  }
+  static variable_list backward(AutogradContext*, variable_list) { refuse_double_backward("channel_gate"); }
+};
+
 at::Tensor channel_gate_autograd(const at::Tensor& x, const at::Tensor& gate, std::optional<double> threshold) {
   return ChannelGateFunction::apply(x, gate, threshold);
+}
+
+std::tuple<at::Tensor, at::Tensor> channel_gate_backward_autograd(const at::Tensor& grad_out, const at::Tensor& x,
+                                                                  const at::Tensor& gate,
+                                                                  std::optional<double> threshold) {
+  const variable_list grads = ChannelGateBackwardFunction::apply(grad_out, x, gate, threshold);
+  return {grads[0], grads[1]};
 }
 
 // ---- multires_sum -----------------------------------------------------------------------------------------
@@ -142,17 +191,45 @@ class MultiresSumFunction : public torch::autograd::Function<MultiresSumFunction
   }
 };
 
+class MultiresSumBackwardFunction : public torch::autograd::Function<MultiresSumBackwardFunction> {
+ public:
+  // the gradients of the branches, then that of the weights
+  static variable_list forward(AutogradContext*, const at::Tensor& grad_out, at::TensorList branches,
+                               const at::Tensor& weights, c10::string_view mode) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    static const auto multires_sum_backward = op<MultiresSumBackwardSig>("pyaccel_nas::multires_sum_backward");
+    auto [grad_branches, grad_weights] = multires_sum_backward.call(grad_out, branches, weights, mode);
+    variable_list grads(grad_branches.begin(), grad_branches.end());
+    grads.push_back(grad_weights);
+    return grads;
+  }
+  static variable_list backward(AutogradContext*, variable_list) { refuse_double_backward("multires_sum"); }
+};
+
 at::Tensor multires_sum_autograd(at::TensorList branches, const at::Tensor& weights, at::OptionalIntArrayRef size,
                                  c10::string_view mode) {
   return MultiresSumFunction::apply(branches, weights, size, mode);
+}
+
+std::tuple<std::vector<at::Tensor>, at::Tensor> multires_sum_backward_autograd(const at::Tensor& grad_out,
+                                                                               at::TensorList branches,
+                                                                               const at::Tensor& weights,
+                                                                               c10::string_view mode) {
+  variable_list grads = MultiresSumBackwardFunction::apply(grad_out, branches, weights, mode);
+  const at::Tensor grad_weights = grads.back();
+  grads.pop_back();
+  return {grads, grad_weights};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyaccel_nas, Autograd, m) {
   m.impl("sep_conv2d", &sep_conv2d_autograd);
+  m.impl("sep_conv2d_backward", &sep_conv2d_backward_autograd);
   m.impl("channel_gate", &channel_gate_autograd);
+  m.impl("channel_gate_backward", &channel_gate_backward_autograd);
   m.impl("multires_sum", &multires_sum_autograd);
+  m.impl("multires_sum_backward", &multires_sum_backward_autograd);
 }
 
 }  // namespace pyaccel_nas
