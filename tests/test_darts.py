@@ -36,7 +36,8 @@ def tiny_supernet(dtype=torch.float64, seed=0) -> Supernet:
 
 def batch(dtype=torch.float64, n=6, size=8, seed=1):
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 2, size, size, generator=generator, dtype=dtype), torch.randint(0, 4, (n,), generator=generator)
+    x = torch.randn(n, 2, size, size, generator=generator, dtype=dtype)
+    return x, torch.randint(0, 4, (n,), generator=generator)
 
 
 # --- alpha gradients ----------------------------------------------------------------------------------------
@@ -232,7 +233,8 @@ def test_search_never_reads_the_test_split(tmp_path, monkeypatch):
 
     seen = []
     original = Dataset.batches
-    monkeypatch.setattr(Dataset, "batches", lambda self, split, *a, **kw: seen.append(split) or original(self, split, *a, **kw))
+    monkeypatch.setattr(Dataset, "batches",
+                        lambda self, split, *a, **kw: seen.append(split) or original(self, split, *a, **kw))
     run_darts(DartsConfig(**{**TINY, "proxy": "c2r0s4e1"}), tmp_path, progress=False)
     assert set(seen) == {"train", "val"}
 

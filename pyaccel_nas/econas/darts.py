@@ -138,7 +138,8 @@ def split_halves(dataset: Dataset, seed: int) -> Dataset:
     weight_half = stratified_sample(train.labels, len(train) - len(train) // 2, torch.Generator().manual_seed(seed))
     in_weight_half = torch.zeros(len(train), dtype=torch.bool)
     in_weight_half[weight_half] = True
-    return dataclasses.replace(dataset, train=train.take(weight_half), val=train.take((~in_weight_half).nonzero()[:, 0]))
+    alpha_half = (~in_weight_half).nonzero()[:, 0]
+    return dataclasses.replace(dataset, train=train.take(weight_half), val=train.take(alpha_half))
 
 
 class DartsSearch:
