@@ -59,7 +59,7 @@ class PruneConfig:
     weight_decay: float = 5e-4
     alpha: float = 0.1  # weight of L_st (summed branch entropy)
     eta: float = 2.5e-4  # weight of L_gate (sum of |gate|): every step pulls each gate to 0 by lr * eta
-    beta: float = 2.0  # weight of L_cost (expected MACs of the resolution branches, a fraction of the network's)
+    beta: float = 0.5  # weight of L_cost (expected MACs of the resolution branches, a fraction of the network's)
     mac_reduction: float | None = 2.0  # prune to plain MACs / mac_reduction ...
     threshold: float | None = None  # ... or remove channels whose gates are below this
     round_to: int = 4
@@ -89,7 +89,7 @@ PRESETS: dict[str, dict] = {
     # tens of minutes on one CPU core: a tenth of the data (fewer with --train-divisor), 10 epochs in all
     # (few steps: strong regularisers, so that gates and branch importances settle within the search)
     "cpu": dict(train_divisor=10, eval_samples=None, pretrain_epochs=4, search_epochs=3, finetune_epochs=3,
-                batch_size=32, learning_rate=0.05, finetune_learning_rate=0.01, alpha=3.0, eta=0.04),
+                batch_size=32, learning_rate=0.05, finetune_learning_rate=0.01, alpha=3.0, eta=0.01),
     # the full training set and long schedules (GPU)
     "paper": dict(),
 }
@@ -173,8 +173,9 @@ def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) ->
 
     before, after = _measure(baseline.model, dataset), _measure(result.model, dataset)
     # as deployed: BatchNorms folded into the convolutions, in both networks
-    before["cpu_latency_ms"], after["cpu_latency_ms"] = cpu_latency_ms(
-        [fold_batchnorms(baseline.model), fold_batchnorms(result.model)], config.latency_batch, config.latency_repeats)
+    deployed = [fold_batchnorms(baseline.model), fold_batchnorms(result.model)]
+    for key, channels_last in (("cpu_latency_ms", True), ("cpu_latency_ms_nchw", False)):
+        before[key], after[key] = cpu_latency_ms(deployed, config.latency_batch, config.latency_repeats, channels_last)
     save_model(baseline.model, out / "baseline.pt")
     save_model(result.model, out / "pruned.pt")
     report = {
@@ -185,8 +186,10 @@ def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) ->
         **{key: {"before": before[key], "after": after[key]} for key in before},
         "macs_reduction": before["macs"] / after["macs"],
         "speedup": before["cpu_latency_ms"] / after["cpu_latency_ms"],
+        "speedup_nchw": before["cpu_latency_ms_nchw"] / after["cpu_latency_ms_nchw"],
         "accuracy_drop_points": 100 * (before["accuracy"] - after["accuracy"]),
-        "latency": {"batch": config.latency_batch, "threads": torch.get_num_threads(), "batchnorm_folded": True},
+        "latency": {"batch": config.latency_batch, "threads": torch.get_num_threads(), "batchnorm_folded": True,
+                    "layout": "channels-last (cpu_latency_ms, speedup), NCHW (*_nchw)"},
         "search": {"val_accuracy": accuracy(over, dataset, "val"), "macs": count_macs(over, example),
                    "branch_entropy": branch_entropy(over).item(), "gate_l1": gate_l1(over).item(),
                    "expected_cost": expected_cost(costs).item(),
