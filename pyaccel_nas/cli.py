@@ -144,7 +144,7 @@ def _prune(args: argparse.Namespace) -> int:
     overrides = {"model": args.model, "dataset": args.dataset, "data_root": args.data_root, "seed": args.seed,
                  "pretrain_epochs": args.pretrain_epochs, "search_epochs": args.search_epochs,
                  "finetune_epochs": args.finetune_epochs, "train_divisor": args.train_divisor,
-                 "alpha": args.alpha, "eta": args.eta, "round_to": args.round_to}
+                 "alpha": args.alpha, "eta": args.eta, "beta": args.beta, "round_to": args.round_to}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.threshold is not None:
         overrides.update(threshold=args.threshold, mac_reduction=None)
@@ -284,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--finetune-epochs", type=int)
     prune.add_argument("--alpha", type=float, help="weight of the branch-entropy loss L_st")
     prune.add_argument("--eta", type=float, help="weight of the gate L1 loss L_gate")
+    prune.add_argument("--beta", type=float, help="weight of the resolution cost L_cost (expected MACs of the "
+                                                  "resolution branches; 0: choose resolutions by accuracy alone)")
     target = prune.add_mutually_exclusive_group()
     target.add_argument("--mac-reduction", type=float, help="prune to the unpruned MACs divided by this (default 2)")
     target.add_argument("--threshold", type=float, help="instead: remove channels whose gates are below this")

@@ -167,6 +167,16 @@ def test_atomic_writer_leaves_the_old_file_when_a_write_is_cut_short(tmp_path):
     assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["checkpoint.pt"]
 
 
+def test_atomic_writer_gives_the_permissions_of_a_newly_opened_file(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_writer(tmp_path / "result.json") as f:
+            f.write(b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o640  # 0666 less the umask, not mkstemp's 0600
+
+
 def test_study_correlations_leave_out_failed_evaluations():
     from scipy import stats
 

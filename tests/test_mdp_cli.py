@@ -30,7 +30,7 @@ def test_smoke_prune_cli(model, dataset, tmp_path):
     assert seconds < 60, f"smoke run took {seconds:.0f} s"
     assert "search" in done.stderr and "fine-tune" in done.stderr  # the progress bars
     report = json.loads((out / "report.json").read_text())
-    for key in ("params", "macs", "cpu_latency_ms", "accuracy"):
+    for key in ("params", "macs", "cpu_latency_ms", "cpu_latency_ms_nchw", "accuracy"):
         assert set(report[key]) == {"before", "after"}
     assert report["macs"]["after"] <= report["macs"]["before"] / 2
     assert report["config"]["seed"] == 1 and report["baseline_epochs"] == 3

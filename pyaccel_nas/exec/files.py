@@ -17,10 +17,13 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
 
     The data goes to a uniquely named temporary file beside ``path`` (two writers never share one), is
     fsynced, renamed over ``path``, and the directory is fsynced so the rename itself survives a power cut.
+    The file gets the permissions ``open`` would give a new file (0666 less the umask), not mkstemp's 0600:
+    results and checkpoints are read by other users and other machines' Ray workers.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -34,6 +37,12 @@ def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _umask() -> int:
+    umask = os.umask(0)  # the only portable way to read it is to set it
+    os.umask(umask)
+    return umask
 
 
 def write_json_atomically(path: str | Path, data) -> None:

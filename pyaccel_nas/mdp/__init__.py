@@ -1,10 +1,13 @@
 """MDP: multi-dimensional pruning of channels and spatial / spatio-temporal resolution (Guo et al., CVPR 2020).
 
-    from pyaccel_nas.mdp import MDPNet, model_config, over_parameterise, prune, save_model, load_model
+    from pyaccel_nas.mdp import MDPNet, branch_costs, model_config, over_parameterise, prune, save_model, load_model
 
     base = model_config("resnet20", in_channels=1, num_classes=10, input_size=(28, 28))
     net = MDPNet(over_parameterise(base))      # resolution branches + channel gates on every block
-    # ... train with loss = ce + mdp_regulariser(alpha, eta)(net) ...
+    x = torch.zeros(1, 1, 28, 28)
+    macs = count_macs(MDPNet(base), x)         # the plain network's
+    costs = branch_costs(net, x, macs)         # each branch's MACs, a fraction of the plain network's
+    # ... train with loss = ce + mdp_regulariser(alpha, eta, beta, costs)(net) ...
     result = prune(net.eval(), mac_budget=macs / 2, round_to=4)   # a physically smaller MDPNet
     save_model(result.model, "pruned.pt")      # pruned.pt (state_dict) + pruned.json (architecture)
 
@@ -16,7 +19,7 @@ Modules: :mod:`~pyaccel_nas.mdp.arch` (the JSON architecture), :mod:`~pyaccel_na
 from pyaccel_nas.mdp.arch import ArchConfig, Block
 from pyaccel_nas.mdp.export import export_model, load_model, save_model
 from pyaccel_nas.mdp.layers import MDPNet
-from pyaccel_nas.mdp.losses import branch_entropy, gate_l1, mdp_regulariser
+from pyaccel_nas.mdp.losses import branch_costs, branch_entropy, expected_cost, gate_l1, mdp_regulariser
 from pyaccel_nas.mdp.models import (
     MODELS,
     config_from_sequential,
@@ -33,8 +36,10 @@ __all__ = [
     "Block",
     "MDPNet",
     "PruneResult",
+    "branch_costs",
     "branch_entropy",
     "config_from_sequential",
+    "expected_cost",
     "export_model",
     "gate_l1",
     "load_model",

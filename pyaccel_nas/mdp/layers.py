@@ -48,11 +48,13 @@ class PrunableBlock(nn.Module):
     def gates(self) -> list[ChannelGate]:
         return [m for m in self.modules() if isinstance(m, ChannelGate)]
 
+    def pooled(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """The block input at branch ``index``'s resolution."""
+        factor = self.factors[index]
+        return x if max(factor) == 1 else _AVGPOOL[self.dims](x, factor, factor)
+
     def multi_resolution(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for index, factor in enumerate(self.factors):
-            pooled = x if max(factor) == 1 else _AVGPOOL[self.dims](x, factor, factor)
-            outputs.append(self.branch(pooled, index))
+        outputs = [self.branch(self.pooled(x, index), index) for index in range(len(self.factors))]
         if self.mix is not None:
             return self.mix(outputs)  # the first branch is at full size: the others upsample to it
         factor = self.factors[0]

@@ -1,4 +1,4 @@
-"""The regularisers of MDP's searching stage: L = L_ce + alpha * L_st + eta * L_gate.
+"""The regularisers of MDP's searching stage: L = L_ce + alpha * L_st + eta * L_gate + beta * L_cost.
 
 - ``L_st`` (:func:`branch_entropy`): the sum, over the blocks with several resolution branches, of the
   entropy ``-sum_k p_k log p_k`` of the branch importance ``p = softmax(a)``; zero exactly when every
@@ -7,6 +7,12 @@
 - ``L_gate`` (:func:`gate_l1`): the L1 norm ``sum |g|`` of all channel gates (as network slimming's
   penalty on BN scales): every SGD step pulls every gate towards 0 by ``lr * eta``, whatever the network's
   width, while the cross-entropy holds up the gates the network needs.
+- ``L_cost`` (:func:`expected_cost`): the expected MACs of the blocks' resolution branches,
+  ``sum_b sum_k p_bk * c_bk``, with ``c_bk`` the MACs of block b's branch k as a fraction of the whole
+  (single-resolution) network's (:func:`branch_costs`). Entropy alone only asks each block to pick *some*
+  branch, and the full-resolution one always fits the data best; this term makes a block give up resolution
+  where that costs the cross-entropy less than the MACs it saves, so resolution shares the MAC reduction
+  with channel removal (the term's gradient on a block's logits is ``p_k (c_k - E_p[c])``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pyaccel_nas.nn import ChannelGate, MultiResSum
+from pyaccel_nas.nn import ChannelGate, MultiResSum, count_macs
 
 
 def branch_entropy(model: nn.Module) -> torch.Tensor:
@@ -30,11 +36,55 @@ def gate_l1(model: nn.Module) -> torch.Tensor:
     return torch.cat(gates).abs().sum() if gates else _zero(model)
 
 
-def mdp_regulariser(alpha: float, eta: float):
-    """``model -> alpha * L_st + eta * L_gate``, the part of the searching loss added to cross-entropy."""
-    if alpha < 0 or eta < 0:
-        raise ValueError(f"mdp_regulariser: `alpha` and `eta` must be >= 0, got {alpha}, {eta}")
-    return lambda model: alpha * branch_entropy(model) + eta * gate_l1(model)
+def branch_costs(model: nn.Module, example_input: torch.Tensor, network_macs: float) -> dict[MultiResSum, torch.Tensor]:
+    """Per multi-resolution block of ``model`` (an ``MDPNet``), keyed by its ``MultiResSum``: the MACs of
+    each branch on one image of ``example_input``'s size, divided by ``network_macs``."""
+    blocks = [block for _, block in model.prunable_blocks() if block.mix is not None]
+    inputs = {}
+    hooks = [block.register_forward_pre_hook(lambda block, args: inputs.__setitem__(block, args[0][:1]))
+             for block in blocks]
+    try:
+        count_macs(model, example_input[:1])  # records each block's input
+    finally:
+        for hook in hooks:
+            hook.remove()
+    costs = {}
+    for block in blocks:
+        branch_macs = [count_macs(_Branch(block, k), inputs[block]) for k in range(len(block.factors))]
+        costs[block.mix] = torch.tensor(branch_macs, dtype=torch.float64) / network_macs
+    return costs
+
+
+class _Branch(nn.Module):
+    """One resolution branch of a block, as a module (for counting its MACs)."""
+
+    def __init__(self, block: nn.Module, index: int) -> None:
+        super().__init__()
+        self.block, self.index = block, index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block.branch(self.block.pooled(x, self.index), self.index)
+
+
+def expected_cost(costs: dict[MultiResSum, torch.Tensor]) -> torch.Tensor:
+    """L_cost: ``sum_b sum_k softmax(a_b)_k * costs[b]_k`` over the blocks of ``costs`` (from :func:`branch_costs`)."""
+    terms = [(mix.weights() * cost.to(mix.logits)).sum() for mix, cost in costs.items()]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def mdp_regulariser(alpha: float, eta: float, beta: float = 0.0, costs: dict[MultiResSum, torch.Tensor] | None = None):
+    """``model -> alpha * L_st + eta * L_gate + beta * L_cost``, the part of the searching loss added to
+    cross-entropy; ``costs`` (:func:`branch_costs` of the model) is needed when ``beta > 0``."""
+    if alpha < 0 or eta < 0 or beta < 0:
+        raise ValueError(f"mdp_regulariser: `alpha`, `eta` and `beta` must be >= 0, got {alpha}, {eta}, {beta}")
+    if beta > 0 and costs is None:
+        raise ValueError("mdp_regulariser: `beta` > 0 needs the branch `costs` (mdp.losses.branch_costs)")
+
+    def regulariser(model: nn.Module) -> torch.Tensor:
+        total = alpha * branch_entropy(model) + eta * gate_l1(model)
+        return total + beta * expected_cost(costs) if beta > 0 else total
+
+    return regulariser
 
 
 def _zero(model: nn.Module) -> torch.Tensor:

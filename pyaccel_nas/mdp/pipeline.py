@@ -3,8 +3,8 @@
 0. Pre-training: the plain network trains ``pretrain_epochs`` (this run is the baseline's first epochs).
 1. Searching: the over-parameterised network (K resolution branches and channel gates per block), its
    convolutions, BatchNorms and classifier starting from the pre-trained ones, trains ``search_epochs`` with
-   L = L_ce + alpha * L_st + eta * L_gate (:mod:`pyaccel_nas.mdp.losses`), from the learning rate the
-   baseline's schedule has reached, along a cosine schedule of its own.
+   L = L_ce + alpha * L_st + eta * L_gate + beta * L_cost (:mod:`pyaccel_nas.mdp.losses`), from the learning
+   rate the baseline's schedule has reached, along a cosine schedule of its own.
 2. Pruning: each block keeps its most important resolution; channels are removed down to
    ``1 / mac_reduction`` of the plain network's MACs (or below ``threshold``); the network is rebuilt
    smaller (:mod:`pyaccel_nas.mdp.prune`).
@@ -32,7 +32,7 @@ from pyaccel_nas.data.split import stratified_sample
 from pyaccel_nas.mdp.arch import ArchConfig
 from pyaccel_nas.mdp.export import fold_batchnorms, save_model
 from pyaccel_nas.mdp.layers import MDPNet
-from pyaccel_nas.mdp.losses import branch_entropy, gate_l1, mdp_regulariser
+from pyaccel_nas.mdp.losses import branch_costs, branch_entropy, expected_cost, gate_l1, mdp_regulariser
 from pyaccel_nas.mdp.models import MODELS, load_plain_weights, model_config, over_parameterise
 from pyaccel_nas.mdp.prune import prune
 from pyaccel_nas.mdp.report import cpu_latency_ms, plot_report
@@ -59,6 +59,7 @@ class PruneConfig:
     weight_decay: float = 5e-4
     alpha: float = 0.1  # weight of L_st (summed branch entropy)
     eta: float = 2.5e-4  # weight of L_gate (sum of |gate|): every step pulls each gate to 0 by lr * eta
+    beta: float = 0.5  # weight of L_cost (expected MACs of the resolution branches, a fraction of the network's)
     mac_reduction: float | None = 2.0  # prune to plain MACs / mac_reduction ...
     threshold: float | None = None  # ... or remove channels whose gates are below this
     round_to: int = 4
@@ -76,7 +77,7 @@ class PruneConfig:
                      "latency_repeats", "round_to", *(("eval_samples",) if self.eval_samples is not None else ())):
             if getattr(self, name) < 1:
                 raise ValueError(f"PruneConfig: `{name}` must be >= 1, got {getattr(self, name)}")
-        for name in ("alpha", "eta", "pretrain_epochs", *(("threshold",) if self.threshold is not None else ())):
+        for name in ("alpha", "eta", "beta", "pretrain_epochs", *(("threshold",) if self.threshold is not None else ())):
             if getattr(self, name) < 0:
                 raise ValueError(f"PruneConfig: `{name}` must be >= 0, got {getattr(self, name)}")
 
@@ -88,7 +89,7 @@ PRESETS: dict[str, dict] = {
     # tens of minutes on one CPU core: a tenth of the data (fewer with --train-divisor), 10 epochs in all
     # (few steps: strong regularisers, so that gates and branch importances settle within the search)
     "cpu": dict(train_divisor=10, eval_samples=None, pretrain_epochs=4, search_epochs=3, finetune_epochs=3,
-                batch_size=32, learning_rate=0.05, finetune_learning_rate=0.01, alpha=3.0, eta=0.04),
+                batch_size=32, learning_rate=0.05, finetune_learning_rate=0.01, alpha=3.0, eta=0.01),
     # the full training set and long schedules (GPU)
     "paper": dict(),
 }
@@ -155,11 +156,13 @@ def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) ->
     search_recipe = dataclasses.replace(recipe, learning_rate=baseline.optimizer.param_groups[0]["lr"])
     _train(baseline, total_epochs - config.pretrain_epochs, "baseline", progress)
 
+    example = torch.zeros(1, info.channels, *input_size)  # for counting MACs
+    base_macs = count_macs(baseline.model, example)
+    costs = branch_costs(over, example, base_macs)
     searched = ModelTrainer(over, dataset, config.search_epochs, search_recipe, config.seed,
-                            extra_loss=mdp_regulariser(config.alpha, config.eta))
+                            extra_loss=mdp_regulariser(config.alpha, config.eta, config.beta, costs))
     search_stats = _train(searched, config.search_epochs, "search", progress)
     over = searched.model.eval()
-    base_macs = count_macs(baseline.model, torch.randn(1, info.channels, *input_size))
     result = prune(over, round_to=config.round_to, threshold=config.threshold,
                    mac_budget=None if config.mac_reduction is None else base_macs / config.mac_reduction)
     pruned_accuracy = accuracy(result.model, dataset, "val")
@@ -170,8 +173,9 @@ def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) ->
 
     before, after = _measure(baseline.model, dataset), _measure(result.model, dataset)
     # as deployed: BatchNorms folded into the convolutions, in both networks
-    before["cpu_latency_ms"], after["cpu_latency_ms"] = cpu_latency_ms(
-        [fold_batchnorms(baseline.model), fold_batchnorms(result.model)], config.latency_batch, config.latency_repeats)
+    deployed = [fold_batchnorms(baseline.model), fold_batchnorms(result.model)]
+    for key, channels_last in (("cpu_latency_ms", True), ("cpu_latency_ms_nchw", False)):
+        before[key], after[key] = cpu_latency_ms(deployed, config.latency_batch, config.latency_repeats, channels_last)
     save_model(baseline.model, out / "baseline.pt")
     save_model(result.model, out / "pruned.pt")
     report = {
@@ -182,11 +186,13 @@ def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) ->
         **{key: {"before": before[key], "after": after[key]} for key in before},
         "macs_reduction": before["macs"] / after["macs"],
         "speedup": before["cpu_latency_ms"] / after["cpu_latency_ms"],
+        "speedup_nchw": before["cpu_latency_ms_nchw"] / after["cpu_latency_ms_nchw"],
         "accuracy_drop_points": 100 * (before["accuracy"] - after["accuracy"]),
-        "latency": {"batch": config.latency_batch, "threads": torch.get_num_threads(), "batchnorm_folded": True},
-        "search": {"val_accuracy": accuracy(over, dataset, "val"), "macs": count_macs(
-                       over, torch.randn(1, info.channels, *input_size)),
+        "latency": {"batch": config.latency_batch, "threads": torch.get_num_threads(), "batchnorm_folded": True,
+                    "layout": "channels-last (cpu_latency_ms, speedup), NCHW (*_nchw)"},
+        "search": {"val_accuracy": accuracy(over, dataset, "val"), "macs": count_macs(over, example),
                    "branch_entropy": branch_entropy(over).item(), "gate_l1": gate_l1(over).item(),
+                   "expected_cost": expected_cost(costs).item(),
                    "epochs": search_stats},
         "pruning": {"threshold": result.threshold, "val_accuracy_before_finetune": pruned_accuracy},
         "finetune": {"epochs": finetune_stats},
