@@ -12,7 +12,7 @@ from torch import nn
 from mdp_helpers import example, randomised
 from pyaccel_nas.mdp import ArchConfig, MDPNet, config_from_sequential, model_config, over_parameterise, plain
 from pyaccel_nas.mdp.models import load_plain_weights
-from pyaccel_nas.mdp.layers import ConvBlock, ResidualBlock
+from pyaccel_nas.mdp.layers import ConvBlock
 from pyaccel_nas.nn import ChannelGate, count_macs
 
 

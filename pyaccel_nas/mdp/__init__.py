@@ -2,6 +2,9 @@
 
     from pyaccel_nas.mdp import MDPNet, branch_costs, model_config, over_parameterise, prune, save_model, load_model
 
+    import torch
+    from pyaccel_nas.nn import count_macs
+
     base = model_config("resnet20", in_channels=1, num_classes=10, input_size=(28, 28))
     net = MDPNet(over_parameterise(base))      # resolution branches + channel gates on every block
     x = torch.zeros(1, 1, 28, 28)

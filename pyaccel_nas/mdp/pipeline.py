@@ -77,7 +77,8 @@ class PruneConfig:
                      "latency_repeats", "round_to", *(("eval_samples",) if self.eval_samples is not None else ())):
             if getattr(self, name) < 1:
                 raise ValueError(f"PruneConfig: `{name}` must be >= 1, got {getattr(self, name)}")
-        for name in ("alpha", "eta", "beta", "pretrain_epochs", *(("threshold",) if self.threshold is not None else ())):
+        optional = ("threshold",) if self.threshold is not None else ()
+        for name in ("alpha", "eta", "beta", "pretrain_epochs", *optional):
             if getattr(self, name) < 0:
                 raise ValueError(f"PruneConfig: `{name}` must be >= 0, got {getattr(self, name)}")
 
