@@ -87,8 +87,9 @@ PRESETS: dict[str, dict] = {
     # under a minute on 2 CPU cores: a sliver of the data, one epoch per stage
     "smoke": dict(train_divisor=200, eval_samples=200, pretrain_epochs=1, search_epochs=1, finetune_epochs=1,
                   batch_size=32, latency_batch=16, latency_repeats=2),
-    # tens of minutes on one CPU core: a tenth of the data (fewer with --train-divisor), 10 epochs in all
-    # (few steps: strong regularisers, so that gates and branch importances settle within the search)
+    # about ten minutes on one CPU core: a tenth of the data (fewer with --train-divisor), 10 epochs in all
+    # (few steps: a strong entropy weight, so that branch importances settle within the search; eta and beta
+    # as measured best in benchmarks/NOTES.md, "MDP: real runs")
     "cpu": dict(train_divisor=10, eval_samples=None, pretrain_epochs=4, search_epochs=3, finetune_epochs=3,
                 batch_size=32, learning_rate=0.05, finetune_learning_rate=0.01, alpha=3.0, eta=0.01),
     # the full training set and long schedules (GPU)
