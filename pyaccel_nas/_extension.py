@@ -69,6 +69,13 @@ def fallback_reason(op: str, device_type: str, dtype: torch.dtype | None = None)
     return f"no compiled kernel for device type '{device_type}'"
 
 
+def runs_kernel(op: str, t) -> bool:
+    """Whether ``op`` called with tensor ``t`` as its main input runs its compiled kernel: ``t`` is a tensor of
+    a device and dtype the kernel supports, and autocast is off there. The kernel's C++ wrapper validates the
+    arguments itself (ValueError, as the Python checks)."""
+    return isinstance(t, torch.Tensor) and has_kernel(op, t.device.type, t.dtype) and not autocast_enabled(t)
+
+
 def autocast_enabled(t) -> bool:
     """Whether autocast is on for the device of tensor ``t``. The ops then run their reference composition,
     whose PyTorch ops autocast casts as it casts any model's (mixed dtypes included); the compiled kernels

@@ -50,6 +50,14 @@ def test_float32(device, layout, shape):
     check_channel_gate(in_layout(x, layout), gate, 0.5)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_float64_rows_longer_than_the_vector_lanes(device, layout):
+    """Rows of 437 elements (16-lane sums plus a tail) and 3059 channels-last rows (several 256-row partial
+    sums, split unevenly across threads): the kernels' blocked sums against the reference."""
+    x, gate = make_inputs((7, 13, 19, 23), device=device, seed=3)
+    check_channel_gate(in_layout(x, layout), gate, None)
+
+
 def test_threshold_zeroes_small_gates_and_their_gradient(device):
     x = torch.randn(3, 4, 5, 5, device=device)
     gate = torch.tensor([0.05, -0.5, -0.01, 2.0], device=device, requires_grad=True)
@@ -117,6 +125,6 @@ def test_bad_input_raises_clear_error(desc, args, kwargs, message):
 
 
 @pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_to_raw_op_raises_runtime_error(desc, args, kwargs, message):
-    with pytest.raises(RuntimeError, match="pyaccel_nas::channel_gate"):
+def test_bad_input_to_raw_op_raises_value_error(desc, args, kwargs, message):
+    with pytest.raises(ValueError, match="pyaccel_nas::channel_gate"):
         OP(*args, kwargs.get("threshold"))

@@ -170,7 +170,7 @@ def test_bad_input_raises_clear_error(desc, args, kwargs, message):
 
 
 @pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_to_raw_op_raises_runtime_error(desc, args, kwargs, message):
+def test_bad_input_to_raw_op_raises_value_error(desc, args, kwargs, message):
     branches, weights = args
-    with pytest.raises(RuntimeError, match="pyaccel_nas::multires_sum"):
+    with pytest.raises(ValueError, match="pyaccel_nas::multires_sum"):
         OP(branches, weights, kwargs.get("size"), kwargs.get("mode", "nearest"))

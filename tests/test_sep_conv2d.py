@@ -188,11 +188,11 @@ def test_bad_input_raises_clear_error(desc, args, kwargs, message):
 
 
 @pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_to_raw_op_raises_runtime_error(desc, args, kwargs, message):
+def test_bad_input_to_raw_op_raises_value_error(desc, args, kwargs, message):
     """The C++ wrapper checks on its own: calling torch.ops directly never reaches a kernel with bad input."""
     x, dw, pw, *rest = args
     bias = rest[0] if rest else None
     pair = lambda v: list(v) if isinstance(v, tuple) else [v, v]  # noqa: E731
     stride, padding, dilation = (pair(kwargs.get(k, d)) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
-    with pytest.raises(RuntimeError, match="pyaccel_nas::sep_conv2d"):
+    with pytest.raises(ValueError, match="pyaccel_nas::sep_conv2d"):
         OP(x, dw, pw, bias, stride, padding, dilation, True)

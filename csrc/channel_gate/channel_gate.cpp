@@ -18,13 +18,13 @@ namespace {
 constexpr const char* kOp = "pyaccel_nas::channel_gate";
 
 void check_args(const at::Tensor& x, const at::Tensor& gate, std::optional<double> threshold) {
-  TORCH_CHECK(x.dim() >= 2 && x.dim() <= 5, kOp, ": `x` must have rank 2 to 5 (N, C, *spatial), got rank ", x.dim(),
+  TORCH_CHECK_VALUE(x.dim() >= 2 && x.dim() <= 5, kOp, ": `x` must have rank 2 to 5 (N, C, *spatial), got rank ", x.dim(),
               " with shape ", x.sizes());
   check_floating(x, kOp, "x");
   check_same_device_dtype(gate, x, kOp, "gate", "x");
-  TORCH_CHECK(gate.dim() == 1 && gate.size(0) == x.size(1), kOp, ": `gate` must have shape (C,) = (", x.size(1),
+  TORCH_CHECK_VALUE(gate.dim() == 1 && gate.size(0) == x.size(1), kOp, ": `gate` must have shape (C,) = (", x.size(1),
               ",) to match x of shape ", x.sizes(), ", got ", gate.sizes());
-  TORCH_CHECK(!threshold.has_value() || *threshold >= 0.0, kOp, ": `threshold` must be >= 0, got ",
+  TORCH_CHECK_VALUE(!threshold.has_value() || *threshold >= 0.0, kOp, ": `threshold` must be >= 0, got ",
               threshold.value_or(0.0));
 }
 
@@ -66,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_y_in, co
   check_args(x_in, gate_in, threshold);
   check_kernel_dtype(x_in, kOp);
   check_same_device_dtype(grad_y_in, x_in, kOp, "grad_out", "x");
-  TORCH_CHECK(grad_y_in.sizes() == x_in.sizes(), kOp, ": `grad_out` must have the shape of x ", x_in.sizes(), ", got ",
+  TORCH_CHECK_VALUE(grad_y_in.sizes() == x_in.sizes(), kOp, ": `grad_out` must have the shape of x ", x_in.sizes(), ", got ",
               grad_y_in.sizes());
   const c10::OptionalDeviceGuard guard(x_in.device());
   const auto format = output_memory_format(x_in);

@@ -13,11 +13,13 @@ namespace pyaccel_nas {
 // `body(chunk_begin, chunk_end, partial)` for each in parallel with its own zeroed `partial` buffer of
 // `width` accumulators, then adds the partials into `out` in chunk order. The order of every float addition
 // is fixed for a given thread count, so gradients are reproducible run to run (no atomics, no locks).
+// Chunks hold at least `min_per_chunk` items: below that a parallel region costs more than it saves.
 template <typename Acc, typename Body>
-void parallel_accumulate(int64_t n, int64_t width, Acc* out, const Body& body) {
+void parallel_accumulate(int64_t n, int64_t width, Acc* out, const Body& body, int64_t min_per_chunk = 1) {
   std::fill(out, out + width, Acc(0));
   if (n <= 0) return;
-  const int64_t chunks = std::min<int64_t>(n, std::max(1, at::get_num_threads()));
+  const int64_t chunks =
+      std::min<int64_t>(std::max<int64_t>(1, n / std::max<int64_t>(1, min_per_chunk)), std::max(1, at::get_num_threads()));
   std::vector<Acc> partials(static_cast<size_t>(chunks * width), Acc(0));
   at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
     for (int64_t chunk = first; chunk < last; ++chunk) {

@@ -1,5 +1,8 @@
 // Checks and layout helpers shared by the tensor-level wrappers of every op.
 //
+// Bad arguments raise ValueError in Python (TORCH_CHECK_VALUE), as the Python checks do: these wrappers are
+// the only validation on the kernel path of channel_gate and of a direct torch.ops.pyaccel_nas call.
+//
 // The wrappers are the only code that sees at::Tensor: they validate, pick the memory layout, allocate
 // outputs and hand raw pointers, sizes and strides to the kernels.
 #pragma once
@@ -21,15 +24,15 @@ inline at::MemoryFormat output_memory_format(const at::Tensor& t) {
 }
 
 inline void check_floating(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK(at::isFloatingType(t.scalar_type()), op, ": `", name, "` must be a floating-point tensor, got ",
+  TORCH_CHECK_VALUE(at::isFloatingType(t.scalar_type()), op, ": `", name, "` must be a floating-point tensor, got ",
               t.scalar_type());
 }
 
 inline void check_same_device_dtype(const at::Tensor& t, const at::Tensor& ref, const char* op, const char* name,
                                     const char* ref_name) {
-  TORCH_CHECK(t.device() == ref.device(), op, ": `", name, "` is on ", t.device(), " but `", ref_name, "` is on ",
+  TORCH_CHECK_VALUE(t.device() == ref.device(), op, ": `", name, "` is on ", t.device(), " but `", ref_name, "` is on ",
               ref.device(), "; all tensors must be on one device");
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": `", name, "` has dtype ", t.scalar_type(), " but `",
+  TORCH_CHECK_VALUE(t.scalar_type() == ref.scalar_type(), op, ": `", name, "` has dtype ", t.scalar_type(), " but `",
               ref_name, "` has dtype ", ref.scalar_type(), "; all tensors must have one dtype");
 }
 

@@ -21,7 +21,7 @@ constexpr const char* kOp = "pyaccel_nas::multires_sum";
 bool is_linear_mode(const std::string& mode, int64_t rank) {
   if (mode == "nearest") return false;
   const char* linear = rank == 4 ? "bilinear" : "trilinear";
-  TORCH_CHECK(mode == linear, kOp, ": `mode` must be 'nearest' or '", linear, "' for rank-", rank,
+  TORCH_CHECK_VALUE(mode == linear, kOp, ": `mode` must be 'nearest' or '", linear, "' for rank-", rank,
               " branches, got '", mode, "'");
   return true;
 }
@@ -29,30 +29,30 @@ bool is_linear_mode(const std::string& mode, int64_t rank) {
 // Validates the branches and weights and returns the output spatial size.
 std::vector<int64_t> check_args(at::TensorList branches, const at::Tensor& weights,
                                 at::OptionalIntArrayRef size) {
-  TORCH_CHECK(!branches.empty(), kOp, ": `branches` must not be empty");
+  TORCH_CHECK_VALUE(!branches.empty(), kOp, ": `branches` must not be empty");
   const at::Tensor& first = branches[0];
   const int64_t rank = first.dim();
-  TORCH_CHECK(rank == 4 || rank == 5, kOp, ": branches must be 4-D (N, C, H, W) or 5-D (N, C, T, H, W), got branch 0 "
+  TORCH_CHECK_VALUE(rank == 4 || rank == 5, kOp, ": branches must be 4-D (N, C, H, W) or 5-D (N, C, T, H, W), got branch 0 "
               "with shape ", first.sizes());
   check_floating(first, kOp, "branches[0]");
   for (size_t k = 0; k < branches.size(); ++k) {
     const at::Tensor& b = branches[k];
     const std::string name = "branches[" + std::to_string(k) + "]";
     check_same_device_dtype(b, first, kOp, name.c_str(), "branches[0]");
-    TORCH_CHECK(b.dim() == rank && b.size(0) == first.size(0) && b.size(1) == first.size(1), kOp, ": `", name,
+    TORCH_CHECK_VALUE(b.dim() == rank && b.size(0) == first.size(0) && b.size(1) == first.size(1), kOp, ": `", name,
                 "` must have rank ", rank, " and (N, C) = (", first.size(0), ", ", first.size(1),
                 ") like branches[0], got shape ", b.sizes());
     for (int64_t d = 2; d < rank; ++d) {
-      TORCH_CHECK(b.size(d) > 0, kOp, ": `", name, "` has an empty spatial dimension: shape ", b.sizes());
+      TORCH_CHECK_VALUE(b.size(d) > 0, kOp, ": `", name, "` has an empty spatial dimension: shape ", b.sizes());
     }
   }
   check_same_device_dtype(weights, first, kOp, "weights", "branches[0]");
-  TORCH_CHECK(weights.dim() == 1 && weights.size(0) == static_cast<int64_t>(branches.size()), kOp,
+  TORCH_CHECK_VALUE(weights.dim() == 1 && weights.size(0) == static_cast<int64_t>(branches.size()), kOp,
               ": `weights` must have shape (", branches.size(), ",), one per branch, got ", weights.sizes());
 
   std::vector<int64_t> out(rank - 2, 0);
   if (size.has_value()) {
-    TORCH_CHECK(static_cast<int64_t>(size->size()) == rank - 2, kOp, ": `size` must have ", rank - 2,
+    TORCH_CHECK_VALUE(static_cast<int64_t>(size->size()) == rank - 2, kOp, ": `size` must have ", rank - 2,
                 " elements for rank-", rank, " branches, got ", *size);
     out.assign(size->begin(), size->end());
   } else {
@@ -61,7 +61,7 @@ std::vector<int64_t> check_args(at::TensorList branches, const at::Tensor& weigh
   }
   for (size_t k = 0; k < branches.size(); ++k) {
     for (int64_t d = 2; d < rank; ++d) {
-      TORCH_CHECK(out[d - 2] > 0 && out[d - 2] % branches[k].size(d) == 0, kOp, ": the output size ",
+      TORCH_CHECK_VALUE(out[d - 2] > 0 && out[d - 2] % branches[k].size(d) == 0, kOp, ": the output size ",
                   at::IntArrayRef(out), " must be a positive integer multiple of every branch's spatial size; branch ",
                   k, " has shape ", branches[k].sizes());
     }
@@ -150,7 +150,7 @@ at::Tensor forward_impl(at::TensorList branches_in, const at::Tensor& weights_in
 std::tuple<std::vector<at::Tensor>, at::Tensor> backward_impl(const at::Tensor& grad_y_in,
                                                               at::TensorList branches_in,
                                                               const at::Tensor& weights_in, c10::string_view mode) {
-  TORCH_CHECK(grad_y_in.dim() == (branches_in.empty() ? 0 : branches_in[0].dim()), kOp,
+  TORCH_CHECK_VALUE(grad_y_in.dim() == (branches_in.empty() ? 0 : branches_in[0].dim()), kOp,
               ": `grad_out` must have the rank of the branches, got shape ", grad_y_in.sizes());
   const std::vector<int64_t> out_size =
       check_args(branches_in, weights_in, grad_y_in.sizes().slice(2));
@@ -158,7 +158,7 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> backward_impl(const at::Tensor& 
   const bool linear = is_linear_mode(std::string(mode), first.dim());
   check_kernel_dtype(first, kOp);
   check_same_device_dtype(grad_y_in, first, kOp, "grad_out", "branches[0]");
-  TORCH_CHECK(grad_y_in.size(0) == first.size(0) && grad_y_in.size(1) == first.size(1), kOp,
+  TORCH_CHECK_VALUE(grad_y_in.size(0) == first.size(0) && grad_y_in.size(1) == first.size(1), kOp,
               ": `grad_out` must have (N, C) = (", first.size(0), ", ", first.size(1), "), got shape ",
               grad_y_in.sizes());
   const c10::OptionalDeviceGuard guard(first.device());

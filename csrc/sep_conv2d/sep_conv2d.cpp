@@ -20,9 +20,9 @@ constexpr const char* kOp = "pyaccel_nas::sep_conv2d";
 constexpr int64_t kMaxGeometry = int64_t(1) << 31;
 
 void check_pair(at::IntArrayRef v, const char* name, int64_t min_value) {
-  TORCH_CHECK(v.size() == 2, kOp, ": `", name, "` must have 2 elements (h, w), got ", v.size());
+  TORCH_CHECK_VALUE(v.size() == 2, kOp, ": `", name, "` must have 2 elements (h, w), got ", v.size());
   for (int64_t e : v) {
-    TORCH_CHECK(e >= min_value && e < kMaxGeometry, kOp, ": `", name, "` must be >= ", min_value, " (and < 2^31), got ",
+    TORCH_CHECK_VALUE(e >= min_value && e < kMaxGeometry, kOp, ": `", name, "` must be >= ", min_value, " (and < 2^31), got ",
                 v);
   }
 }
@@ -30,24 +30,24 @@ void check_pair(at::IntArrayRef v, const char* name, int64_t min_value) {
 SepConv2dShape check_args(const at::Tensor& x, const at::Tensor& dw, const at::Tensor& pw,
                           const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
                           at::IntArrayRef dilation, bool pre_relu) {
-  TORCH_CHECK(x.dim() == 4, kOp, ": `x` must have rank 4 (N, C, H, W), got rank ", x.dim(), " with shape ", x.sizes());
+  TORCH_CHECK_VALUE(x.dim() == 4, kOp, ": `x` must have rank 4 (N, C, H, W), got rank ", x.dim(), " with shape ", x.sizes());
   check_floating(x, kOp, "x");
   const int64_t C = x.size(1);
   check_same_device_dtype(dw, x, kOp, "dw_weight", "x");
   check_same_device_dtype(pw, x, kOp, "pw_weight", "x");
-  TORCH_CHECK(dw.dim() == 4 && dw.size(0) == C && dw.size(1) == 1 && dw.size(2) > 0 && dw.size(3) > 0, kOp,
+  TORCH_CHECK_VALUE(dw.dim() == 4 && dw.size(0) == C && dw.size(1) == 1 && dw.size(2) > 0 && dw.size(3) > 0, kOp,
               ": `dw_weight` must have shape (C, 1, kh, kw) with C = ", C, " (channels of x), got ", dw.sizes());
-  TORCH_CHECK(pw.dim() == 4 && pw.size(0) > 0 && pw.size(1) == C && pw.size(2) == 1 && pw.size(3) == 1, kOp,
+  TORCH_CHECK_VALUE(pw.dim() == 4 && pw.size(0) > 0 && pw.size(1) == C && pw.size(2) == 1 && pw.size(3) == 1, kOp,
               ": `pw_weight` must have shape (C_out, C, 1, 1) with C = ", C, " (channels of x), got ", pw.sizes());
   if (bias.has_value()) {
     check_same_device_dtype(*bias, x, kOp, "pw_bias", "x");
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == pw.size(0), kOp, ": `pw_bias` must have shape (C_out,) = (",
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == pw.size(0), kOp, ": `pw_bias` must have shape (C_out,) = (",
                 pw.size(0), ",), got ", bias->sizes());
   }
   check_pair(stride, "stride", 1);
   check_pair(padding, "padding", 0);
   check_pair(dilation, "dilation", 1);
-  TORCH_CHECK(dw.size(2) < kMaxGeometry && dw.size(3) < kMaxGeometry, kOp, ": kernel size too large: ", dw.sizes());
+  TORCH_CHECK_VALUE(dw.size(2) < kMaxGeometry && dw.size(3) < kMaxGeometry, kOp, ": kernel size too large: ", dw.sizes());
 
   SepConv2dShape s{};
   s.batch = x.size(0);
@@ -65,7 +65,7 @@ SepConv2dShape check_args(const at::Tensor& x, const at::Tensor& dw, const at::T
   s.dilation_w = dilation[1];
   s.pre_relu = pre_relu;
   const int64_t span_h = s.dilation_h * (s.kernel_h - 1) + 1, span_w = s.dilation_w * (s.kernel_w - 1) + 1;
-  TORCH_CHECK(s.in_h + 2 * s.pad_h >= span_h && s.in_w + 2 * s.pad_w >= span_w, kOp,
+  TORCH_CHECK_VALUE(s.in_h + 2 * s.pad_h >= span_h && s.in_w + 2 * s.pad_w >= span_w, kOp,
               ": padded input (", s.in_h + 2 * s.pad_h, " x ", s.in_w + 2 * s.pad_w,
               ") is smaller than the dilated kernel (", span_h, " x ", span_w, ")");
   s.out_h = (s.in_h + 2 * s.pad_h - span_h) / s.stride_h + 1;
@@ -137,7 +137,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_impl(
   const SepConv2dShape s = check_args(x_in, dw_in, pw_in, std::nullopt, stride, padding, dilation, pre_relu);
   check_kernel_dtype(x_in, kOp);
   check_same_device_dtype(grad_y_in, x_in, kOp, "grad_out", "x");
-  TORCH_CHECK(grad_y_in.sizes() == at::IntArrayRef({s.batch, s.out_channels, s.out_h, s.out_w}), kOp,
+  TORCH_CHECK_VALUE(grad_y_in.sizes() == at::IntArrayRef({s.batch, s.out_channels, s.out_h, s.out_w}), kOp,
               ": `grad_out` must have the output shape (", s.batch, ", ", s.out_channels, ", ", s.out_h, ", ", s.out_w,
               "), got ", grad_y_in.sizes());
   const c10::OptionalDeviceGuard guard(x_in.device());

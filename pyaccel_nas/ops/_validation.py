@@ -1,7 +1,8 @@
 """Argument checks shared by the public op functions and their fake kernels.
 
 Each raises ValueError naming the argument and what was expected, before any kernel runs. The C++ wrappers
-check the same conditions again (with RuntimeError), so a direct torch.ops.pyaccel_nas call is safe too.
+check the same conditions again (also with ValueError), so a direct torch.ops.pyaccel_nas call is safe too;
+channel_gate's kernel path relies on them alone (pyaccel_nas/ops/channel_gate.py says why).
 """
 
 from __future__ import annotations

@@ -34,13 +34,13 @@ def channel_gate(x: torch.Tensor, gate: torch.Tensor, *, threshold: float | None
     """
     if threshold is not None:
         threshold = float(threshold)
-    run_reference = _extension.autocast_enabled(x)
-    if not run_reference:
+    if _extension.runs_kernel(OP, x):
+        # The C++ wrapper validates the arguments (ValueError). The op is one multiply per element, so at NAS
+        # shapes checking them here as well would cost about as much as the kernel.
+        return torch.ops.pyaccel_nas.channel_gate.default(x, gate, threshold)
+    if not _extension.autocast_enabled(x):  # autocast may hand x and gate in different dtypes
         _check(x, gate, threshold)
-        run_reference = not _extension.has_kernel(OP, x.device.type, x.dtype)
-    if run_reference:
-        return reference.channel_gate(x, gate, threshold=threshold)
-    return torch.ops.pyaccel_nas.channel_gate(x, gate, threshold)
+    return reference.channel_gate(x, gate, threshold=threshold)
 
 
 def _register() -> None:
