@@ -3,6 +3,7 @@ depth, global average pooling and a linear classifier (the NASNet / DARTS CIFAR 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,28 @@ class Cell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
+def build_body(net: nn.Module, config: NetworkConfig, make_cell: Callable[..., nn.Module]) -> None:
+    """Gives ``net`` the DARTS network body at the size ``config`` gives: ``stem``, ``cells`` (one
+    ``make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev)`` per layer, the channels doubling
+    at each reduction layer), ``global_pooling`` and ``classifier``. Shared by the searched network and the
+    DARTS supernet so both have the same channel plan."""
+    C_curr = config.stem_multiplier * config.channels
+    net.stem = nn.Sequential(nn.Conv2d(config.in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+    C_prev_prev, C_prev, C_curr = C_curr, C_curr, config.channels
+    net.cells = nn.ModuleList()
+    reduction_prev = False
+    for layer in range(config.layers):
+        reduction = layer in config.reduction_layers
+        if reduction:
+            C_curr *= 2
+        cell = make_cell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+        net.cells.append(cell)
+        reduction_prev = reduction
+        C_prev_prev, C_prev = C_prev, cell.out_channels
+    net.global_pooling = nn.AdaptiveAvgPool2d(1)
+    net.classifier = nn.Linear(C_prev, config.num_classes)
+
+
 class Network(nn.Module):
     """The classification network of ``genotype`` at the size ``config`` gives."""
 
@@ -65,24 +88,12 @@ class Network(nn.Module):
         super().__init__()
         self.genotype = genotype
         self.config = config
-        C_curr = config.stem_multiplier * config.channels
-        self.stem = nn.Sequential(
-            nn.Conv2d(config.in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr)
-        )
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, config.channels
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for layer in range(config.layers):
-            reduction = layer in config.reduction_layers
-            if reduction:
-                C_curr *= 2
+
+        def make_cell(C_prev_prev: int, C_prev: int, C_curr: int, reduction: bool, reduction_prev: bool) -> Cell:
             edges = genotype.reduce if reduction else genotype.normal
-            cell = Cell(edges, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, cell.out_channels
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_prev, config.num_classes)
+            return Cell(edges, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+
+        build_body(self, config, make_cell)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = s1 = self.stem(x)

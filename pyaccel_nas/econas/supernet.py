@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pyaccel_nas.econas.genotype import CELL_INPUTS, EDGES_PER_NODE, NODES, PRIMITIVES, Genotype
-from pyaccel_nas.econas.network import NetworkConfig
+from pyaccel_nas.econas.network import NetworkConfig, build_body
 from pyaccel_nas.econas.operations import OPERATIONS, FactorizedReduce, ReLUConvBN
 from pyaccel_nas.nn import FusableModule
 
@@ -83,22 +83,7 @@ class Supernet(nn.Module):
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         self.config = config
-        C_curr = config.stem_multiplier * config.channels
-        self.stem = nn.Sequential(nn.Conv2d(config.in_channels, C_curr, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C_curr))
-        C_prev_prev, C_prev, C_curr = C_curr, C_curr, config.channels
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for layer in range(config.layers):
-            reduction = layer in config.reduction_layers
-            if reduction:
-                C_curr *= 2
-            cell = SearchCell(C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_prev_prev, C_prev = C_prev, cell.out_channels
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_prev, config.num_classes)
+        build_body(self, config, SearchCell)
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(EDGES, len(PRIMITIVES)))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(EDGES, len(PRIMITIVES)))
 
