@@ -36,6 +36,37 @@ class EpochStats:
     learning_rate: float
 
 
+class BatchTally:
+    """Running mean loss and accuracy over an epoch's training batches."""
+
+    def __init__(self) -> None:
+        self.loss_sum, self.correct, self.seen = 0.0, 0, 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum += loss.item() * len(y)
+        self.correct += (logits.argmax(1) == y).sum().item()
+        self.seen += len(y)
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.seen
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.seen
+
+
+def descend(
+    optimizer: torch.optim.Optimizer, loss: torch.Tensor, parameters: list[nn.Parameter], grad_clip: float
+) -> None:
+    """One optimizer step on ``parameters``: clear their gradients, backpropagate ``loss`` into them only (other
+    leaves, such as DARTS' architecture weights, keep the gradients they have), clip their norm, step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward(inputs=parameters)
+    nn.utils.clip_grad_norm_(parameters, grad_clip)
+    optimizer.step()
+
+
 class ModelTrainer:
     """One model, its optimizer and its place in the schedule.
 
@@ -66,8 +97,9 @@ class ModelTrainer:
         self.recipe = recipe
         self.seed = seed
         self.extra_loss = extra_loss
+        self._trained = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=recipe.learning_rate, momentum=recipe.momentum,
+            self._trained, lr=recipe.learning_rate, momentum=recipe.momentum,
             weight_decay=recipe.weight_decay,
         )
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=schedule_epochs)
@@ -86,7 +118,7 @@ class ModelTrainer:
         self.model.train()
         for _ in range(epochs):
             learning_rate = self.optimizer.param_groups[0]["lr"]
-            total_loss, correct, seen = 0.0, 0, 0
+            tally = BatchTally()
             batches = self.dataset.batches(
                 "train", self.recipe.batch_size, shuffle=True, augment=self.recipe.augment, generator=self.data_rng
             )
@@ -95,18 +127,13 @@ class ModelTrainer:
                 loss = self._loss(logits, y)
                 if self.extra_loss is not None:
                     loss = loss + self.extra_loss(self.model)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
-                self.optimizer.step()
-                total_loss += loss.item() * len(y)
-                correct += (logits.argmax(1) == y).sum().item()
-                seen += len(y)
+                descend(self.optimizer, loss, self._trained, self.recipe.grad_clip)
+                tally.add(loss, logits, y)
                 if progress is not None:
                     progress(1)
             self.scheduler.step()
             self.epochs_done += 1
-            stats.append(EpochStats(self.epochs_done, total_loss / seen, correct / seen, learning_rate))
+            stats.append(EpochStats(self.epochs_done, tally.loss, tally.accuracy, learning_rate))
         return stats
 
     @torch.no_grad()

@@ -46,6 +46,7 @@ from pyaccel_nas.econas.proxy import TRAINING_PASSES, Proxy
 from pyaccel_nas.econas.supernet import Supernet, skip_count
 from pyaccel_nas.econas.trainer import TrainRecipe
 from pyaccel_nas.nn import count_macs, set_fused
+from pyaccel_nas.training import BatchTally, descend
 
 CHECKPOINT_FORMAT = "pyaccel_nas.econas.darts_checkpoint/1"
 CHECKPOINT_NAME = "darts_checkpoint.pt"
@@ -188,7 +189,7 @@ class DartsSearch:
         config = self.config
         self.model.train()
         learning_rate = self.weight_optimizer.param_groups[0]["lr"]
-        total_loss, correct, seen = 0.0, 0, 0
+        tally = BatchTally()
         weight_batches = self.halves.batches("train", config.batch_size, shuffle=True, augment=True,
                                              generator=self.weight_rng)
         arch_batches = self.halves.batches("val", config.batch_size, shuffle=True, augment=True,
@@ -197,15 +198,9 @@ class DartsSearch:
             self.arch_step(x_arch, y_arch, x, y, learning_rate)
             logits = self.model(x)
             loss = self._loss(logits, y)
-            self.weight_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for alpha in self.model.arch_parameters():  # the weight step's gradient is not alpha's
-                alpha.grad = None
-            nn.utils.clip_grad_norm_(self.model.weight_parameters(), config.grad_clip)
-            self.weight_optimizer.step()
-            total_loss += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
+            # the weight step's gradient is not alpha's: it flows into the weights only
+            descend(self.weight_optimizer, loss, self.model.weight_parameters(), config.grad_clip)
+            tally.add(loss, logits, y)
             if progress is not None:
                 progress(1)
         self.scheduler.step()
@@ -214,8 +209,8 @@ class DartsSearch:
         cost = self.epoch_cost()
         previous = self.history[-1] if self.history else {"cost_macs": 0}
         entry = {
-            "epoch": self.epochs_done, "learning_rate": learning_rate, "train_loss": total_loss / seen,
-            "train_accuracy": correct / seen, "val_accuracy": self.evaluate(),
+            "epoch": self.epochs_done, "learning_rate": learning_rate, "train_loss": tally.loss,
+            "train_accuracy": tally.accuracy, "val_accuracy": self.evaluate(),
             "cost_macs": previous["cost_macs"] + cost, "cost_epochs": self.epochs_done,
             "genotype": genotype.to_dict(), "skip_connections": skip_count(genotype.normal),
         }
