@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../common/parallel.h"
+#include "../common/row_sums.h"
 
 namespace pyaccel_nas {
 namespace {
@@ -25,31 +26,6 @@ std::vector<T> effective_gates(const T* gate, int64_t channels, bool has_thresho
 // Elements per parallel task: small enough to spread a 64x36x32x32 tensor over the cores, large enough
 // that scheduling costs nothing.
 constexpr int64_t kGrain = 1 << 14;
-
-// Independent partial sums in a row's dot product. A float sum in one variable is a serial chain the
-// compiler may not reorder (one add per 4 cycles); kLanes fixed-size lanes vectorise into several
-// independent vector chains, which makes the backward pass memory-bound instead of latency-bound.
-constexpr int64_t kLanes = 16;
-
-// grad_x[s] = grad_y[s] * g for one row of S elements sharing gate g; returns sum_s grad_y[s] * x[s].
-template <typename T>
-T scale_and_dot(const T* __restrict__ grad_y, const T* __restrict__ x, T g, int64_t S, T* __restrict__ grad_x) {
-  T lane[kLanes] = {};
-  int64_t s = 0;
-  for (; s + kLanes <= S; s += kLanes) {
-    for (int64_t i = 0; i < kLanes; ++i) {
-      grad_x[s + i] = grad_y[s + i] * g;
-      lane[i] += grad_y[s + i] * x[s + i];
-    }
-  }
-  T dot = T(0);
-  for (; s < S; ++s) {
-    grad_x[s] = grad_y[s] * g;
-    dot += grad_y[s] * x[s];
-  }
-  for (int64_t i = 0; i < kLanes; ++i) dot += lane[i];
-  return dot;
-}
 
 // Channels-last rows summed in T for at most this many rows before being added to the double totals: the
 // per-channel sums stay vectorised across channels and lose no more precision than a 256-term float sum.

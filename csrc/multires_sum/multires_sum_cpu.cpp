@@ -1,6 +1,10 @@
 // CPU kernels of multires_sum. The forward reads every branch once per output row and never materialises
 // an upsampled branch. The backward is a gather: each branch element collects the output gradients that
 // read it (the transpose of the interpolation, per axis), so threads never write to the same element.
+//
+// Along t and h an output row reads at most two input rows per branch (weights per row, from AxisTaps);
+// along w, nearest mode repeats each input element f times and linear mode (align_corners=False) is a
+// fixed pair of weights per phase j = ow mod f (WPhases), so unit-stride rows need no per-element tables.
 #include "multires_sum.h"
 
 #include <ATen/Parallel.h>
@@ -9,6 +13,7 @@
 #include <cmath>
 
 #include "../common/parallel.h"
+#include "../common/row_sums.h"
 
 namespace pyaccel_nas {
 namespace {
@@ -84,6 +89,89 @@ std::vector<BranchTaps> all_taps(const MultiresShape& s, const std::vector<Multi
   return taps;
 }
 
+// (n, c, t, h) of consecutive rows, advanced without an integer division per row (a 64-bit division costs
+// as much as the rest of a short row's work).
+struct RowCursor {
+  int64_t C, T, H;
+  int64_t n, c, t, h;
+  RowCursor(int64_t row, int64_t channels, int64_t t_size, int64_t h_size)
+      : C(channels), T(t_size), H(h_size), n(row / (h_size * t_size * channels)), c((row / (h_size * t_size)) % channels),
+        t((row / h_size) % t_size), h(row % h_size) {}
+  void next() {
+    if (++h < H) return;
+    h = 0;
+    if (++t < T) return;
+    t = 0;
+    if (++c < C) return;
+    c = 0;
+    ++n;
+  }
+};
+
+// Linear interpolation along w by an integer factor f, align_corners=False. Output i * f + j reads the row
+// padded by one replicated element at each end, p[1 + i + d] for i < in: phase j < f / 2 (2j + 1 < f) mixes
+// p[i] and p[i + 1] (the input's i - 1 and i), the others p[i + 1] and p[i + 2]. The padding reproduces the
+// clamping at both edges.
+template <typename T>
+struct WPhases {
+  int64_t f;
+  std::vector<T> w_lo, w_hi;    // weights of the lower and the upper input of each phase
+  std::vector<int64_t> lo;      // offset of the lower input in the padded row: i + lo[j]
+};
+
+template <typename T>
+WPhases<T> w_phases(int64_t in, int64_t out) {
+  WPhases<T> p{out / in, {}, {}, {}};
+  for (int64_t j = 0; j < p.f; ++j) {
+    const double frac = (j + 0.5) / static_cast<double>(p.f);
+    const bool left = 2 * j + 1 < p.f;
+    const double lambda = left ? frac + 0.5 : frac - 0.5;
+    p.lo.push_back(left ? 0 : 1);
+    p.w_lo.push_back(static_cast<T>(1.0 - lambda));
+    p.w_hi.push_back(static_cast<T>(lambda));
+  }
+  return p;
+}
+
+// acc[i * f + j] += w_lo[j] * p[i + lo[j]] + w_hi[j] * p[i + lo[j] + 1], p = the padded row (in + 2 elements).
+template <typename T>
+void add_linear_upsampled_row(T* acc, const T* p, const WPhases<T>& ph, int64_t in) {
+  const int64_t f = ph.f;
+  if (f == 2) {
+    const T a0 = ph.w_lo[0], b0 = ph.w_hi[0], a1 = ph.w_lo[1], b1 = ph.w_hi[1];
+    for (int64_t i = 0; i < in; ++i) {
+      acc[2 * i] += a0 * p[i] + b0 * p[i + 1];
+      acc[2 * i + 1] += a1 * p[i + 1] + b1 * p[i + 2];
+    }
+    return;
+  }
+  for (int64_t i = 0; i < in; ++i) {
+    for (int64_t j = 0; j < f; ++j) {
+      const T* q = p + i + ph.lo[j];
+      acc[i * f + j] += ph.w_lo[j] * q[0] + ph.w_hi[j] * q[1];
+    }
+  }
+}
+
+// The transpose: padded[i + lo[j]] += w_lo[j] * g[i * f + j] and padded[i + lo[j] + 1] += w_hi[j] * g[i * f + j];
+// then the two padding elements fold back onto the edges: acc[i] += padded[i + 1] (+ the pads at 0, in - 1).
+template <typename T>
+void add_linear_downsampled_row(T* acc, const T* g, const WPhases<T>& ph, int64_t in, T* padded) {
+  const int64_t f = ph.f;
+  std::fill(padded, padded + in + 2, T(0));
+  for (int64_t i = 0; i < in; ++i) {
+    for (int64_t j = 0; j < f; ++j) {
+      const T v = g[i * f + j];
+      T* q = padded + i + ph.lo[j];
+      q[0] += ph.w_lo[j] * v;
+      q[1] += ph.w_hi[j] * v;
+    }
+  }
+  for (int64_t i = 0; i < in; ++i) acc[i] += padded[i + 1];
+  acc[0] += padded[0];
+  acc[in - 1] += padded[in + 1];
+}
+
 // Rows of output elements sharing (n, c, t, h); the innermost loop runs along w.
 constexpr int64_t kRowGrain = 16;
 
@@ -130,12 +218,15 @@ template <typename T>
 void multires_sum_forward_cpu(const MultiresShape& s, const std::vector<MultiresBranch>& layout,
                               const std::vector<const T*>& branches, const T* weights, T* y, Strides5 ys) {
   const std::vector<BranchTaps> taps = all_taps(s, layout);
+  std::vector<WPhases<T>> phases;
+  for (const auto& b : layout) phases.push_back(w_phases<T>(b.w, s.out_w));
   const int64_t rows = s.batch * s.channels * s.out_t * s.out_h, Wo = s.out_w;
   at::parallel_for(0, rows, kRowGrain, [&](int64_t begin, int64_t end) {
     std::vector<T> buffer(static_cast<size_t>(Wo));
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t oh = row % s.out_h, ot = (row / s.out_h) % s.out_t;
-      const int64_t c = (row / (s.out_h * s.out_t)) % s.channels, n = row / (s.out_h * s.out_t * s.channels);
+    std::vector<T> padded(static_cast<size_t>(Wo + 2));  // linear: a branch's row mixed along (t, h), padded
+    RowCursor at(begin, s.channels, s.out_t, s.out_h);
+    for (int64_t row = begin; row < end; ++row, at.next()) {
+      const int64_t n = at.n, c = at.c, ot = at.t, oh = at.h;
       T* dst = y + n * ys.n + c * ys.c + ot * ys.t + oh * ys.h;
       T* acc = ys.w == 1 ? dst : buffer.data();  // a unit-stride output row accumulates in place
       std::fill(acc, acc + Wo, T(0));
@@ -143,27 +234,34 @@ void multires_sum_forward_cpu(const MultiresShape& s, const std::vector<Multires
         const MultiresBranch& b = layout[k];
         const BranchTaps& tk = taps[k];
         const T* base = branches[k] + n * b.strides.n + c * b.strides.c;
-        const int64_t sw = b.strides.w;
+        const int64_t sw = b.strides.w, f = Wo / b.w;
         // up to 2 x 2 input rows (t, h) contribute to this output row
         const int64_t ts[2] = {tk.t.first[ot], tk.t.second[ot]}, hs[2] = {tk.h.first[oh], tk.h.second[oh]};
         const double tw[2] = {tk.t.w_first[ot], tk.t.w_second[ot]}, hw[2] = {tk.h.w_first[oh], tk.h.w_second[oh]};
+        // linear along w and f > 1: the rows are mixed first (in + 2 elements), then upsampled once
+        const bool mix = s.linear && f > 1;
+        T* mixed = padded.data() + 1;
+        if (mix) std::fill(mixed, mixed + b.w, T(0));
         for (int dt = 0; dt < 2; ++dt) {
           for (int dh = 0; dh < 2; ++dh) {
             const double row_weight = tw[dt] * hw[dh];
             if (row_weight == 0.0) continue;
             const T scale = static_cast<T>(row_weight) * weights[k];
             const T* src = base + ts[dt] * b.strides.t + hs[dh] * b.strides.h;
-            if (!s.linear && sw == 1) {
-              add_upsampled_row(acc, src, scale, b.w, Wo / b.w);
-            } else if (!s.linear) {
-              for (int64_t ow = 0; ow < Wo; ++ow) acc[ow] += scale * src[tk.w.first[ow] * sw];
+            T* into = mix ? mixed : acc;
+            if (sw == 1) {
+              add_upsampled_row(into, src, scale, b.w, mix ? 1 : f);
+            } else if (mix || f == 1) {
+              for (int64_t i = 0; i < b.w; ++i) into[i] += scale * src[i * sw];
             } else {
-              for (int64_t ow = 0; ow < Wo; ++ow) {
-                acc[ow] += scale * (static_cast<T>(tk.w.w_first[ow]) * src[tk.w.first[ow] * sw] +
-                                    static_cast<T>(tk.w.w_second[ow]) * src[tk.w.second[ow] * sw]);
-              }
+              for (int64_t ow = 0; ow < Wo; ++ow) acc[ow] += scale * src[tk.w.first[ow] * sw];
             }
           }
+        }
+        if (mix) {
+          padded[0] = mixed[0];
+          padded[b.w + 1] = mixed[b.w - 1];
+          add_linear_upsampled_row(acc, padded.data(), phases[k], b.w);
         }
       }
       if (ys.w != 1) {
@@ -179,46 +277,54 @@ void multires_sum_backward_cpu(const MultiresShape& s, const std::vector<Multire
                                Strides5 gys, const std::vector<T*>& grad_branches,
                                const std::vector<Strides5>& grad_strides, T* grad_weights) {
   const std::vector<BranchTaps> taps = all_taps(s, layout);
+  const int64_t Wo = s.out_w;
   for (size_t k = 0; k < branches.size(); ++k) {
     const MultiresBranch& b = layout[k];
-    const AxisGather gt = axis_gather(taps[k].t, b.t), gh = axis_gather(taps[k].h, b.h),
-                     gw = axis_gather(taps[k].w, b.w);
+    const AxisGather gt = axis_gather(taps[k].t, b.t), gh = axis_gather(taps[k].h, b.h);
+    const WPhases<T> phases = w_phases<T>(b.w, Wo);
+    const int64_t f = Wo / b.w;
+    const Strides5& gs = grad_strides[k];
+    const bool unit = gys.w == 1 && b.strides.w == 1 && gs.w == 1;
     const T wk = weights[k];
     const int64_t rows = s.batch * s.channels * b.t * b.h;
     double dot = 0.0;
     // grad_weights[k] = <grad_y, P_k b_k> = <P_k^T grad_y, b_k>: the gathered gradient G serves both.
     parallel_accumulate<double>(rows, 1, &dot, [&](int64_t begin, int64_t end, double* acc) {
-      std::vector<T> gathered(static_cast<size_t>(b.w));
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t h = row % b.h, t = (row / b.h) % b.t;
-        const int64_t c = (row / (b.h * b.t)) % s.channels, n = row / (b.h * b.t * s.channels);
+      std::vector<T> gathered(static_cast<size_t>(b.w)), out_row(static_cast<size_t>(Wo)),
+          padded(static_cast<size_t>(b.w + 2)), src_row(static_cast<size_t>(b.w)), dst_row(static_cast<size_t>(b.w));
+      RowCursor at(begin, s.channels, b.t, b.h);
+      for (int64_t row = begin; row < end; ++row, at.next()) {
+        const int64_t n = at.n, c = at.c, t = at.t, h = at.h;
         std::fill(gathered.begin(), gathered.end(), T(0));
+        // Nearest: each contributing output row is summed down by f straight into `gathered`. Linear: the rows
+        // are mixed at the output width first, then transposed along w once.
+        const bool mix = s.linear || gys.w != 1;
+        if (mix) std::fill(out_row.begin(), out_row.end(), T(0));
         for (int64_t it = gt.begin[t]; it < gt.begin[t + 1]; ++it) {
           for (int64_t ih = gh.begin[h]; ih < gh.begin[h + 1]; ++ih) {
             const T row_weight = static_cast<T>(gt.weight[it] * gh.weight[ih]);
             const T* g = grad_y + n * gys.n + c * gys.c + gt.out_index[it] * gys.t + gh.out_index[ih] * gys.h;
-            if (!s.linear && gys.w == 1) {
-              add_downsampled_row(gathered.data(), g, row_weight, b.w, s.out_w / b.w);
-              continue;
-            }
-            for (int64_t w = 0; w < b.w; ++w) {
-              T sum = T(0);
-              for (int64_t iw = gw.begin[w]; iw < gw.begin[w + 1]; ++iw) {
-                sum += static_cast<T>(gw.weight[iw]) * g[gw.out_index[iw] * gys.w];
-              }
-              gathered[w] += row_weight * sum;
+            if (!mix) {
+              add_downsampled_row(gathered.data(), g, row_weight, b.w, f);
+            } else {
+              for (int64_t ow = 0; ow < Wo; ++ow) out_row[ow] += row_weight * g[ow * gys.w];
             }
           }
         }
-        const Strides5& gs = grad_strides[k];
+        if (mix && s.linear && f > 1) {
+          add_linear_downsampled_row(gathered.data(), out_row.data(), phases, b.w, padded.data());
+        } else if (mix) {
+          add_downsampled_row(gathered.data(), out_row.data(), T(1), b.w, f);
+        }
         const T* src = branches[k] + n * b.strides.n + c * b.strides.c + t * b.strides.t + h * b.strides.h;
         T* dst = grad_branches[k] + n * gs.n + c * gs.c + t * gs.t + h * gs.h;
-        T row_dot = T(0);
-        for (int64_t w = 0; w < b.w; ++w) {
-          dst[w * gs.w] = wk * gathered[w];
-          row_dot += gathered[w] * src[w * b.strides.w];
+        if (unit) {
+          acc[0] += static_cast<double>(scale_and_dot(gathered.data(), src, wk, b.w, dst));
+        } else {  // strided (channels-last): through unit-stride copies
+          for (int64_t w = 0; w < b.w; ++w) src_row[w] = src[w * b.strides.w];
+          acc[0] += static_cast<double>(scale_and_dot(gathered.data(), src_row.data(), wk, b.w, dst_row.data()));
+          for (int64_t w = 0; w < b.w; ++w) dst[w * gs.w] = dst_row[w];
         }
-        acc[0] += static_cast<double>(row_dot);
       }
     });
     grad_weights[k] = static_cast<T>(dot);
