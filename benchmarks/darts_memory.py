@@ -20,19 +20,14 @@ import sys
 
 import torch
 
+from benchmarks.measure import saved_storages
+
 
 def _saved_bytes(fn) -> int:
-    saved: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        saved[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with saved_storages() as storages:
         out = fn()
     del out
-    return sum(saved.values())
+    return sum(storages.values())
 
 
 def measure(proxy: str, channels: int, layers: int, batch: int, fused: bool) -> dict:

@@ -7,7 +7,8 @@ import os
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +161,15 @@ def saved_for_backward_bytes(case: Case, impl: str, device: str = "cpu") -> int:
     """
     fn = case.fn(impl)
     args = case.inputs(requires_grad=True, device=device)
+    with saved_storages() as storages:
+        out = fn(*args)
+    storages[out.untyped_storage().data_ptr()] = out.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+@contextmanager
+def saved_storages() -> Iterator[dict[int, int]]:
+    """Records, while the block runs, the unique storages autograd saves for the backward: {address: bytes}."""
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -167,9 +177,7 @@ def saved_for_backward_bytes(case: Case, impl: str, device: str = "cpu") -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn(*args)
-    storages[out.untyped_storage().data_ptr()] = out.untyped_storage().nbytes()
-    return sum(storages.values())
+        yield storages
 
 
 def max_rel_error(case: Case, impl: str = "fused", against: str = "eager", device: str = "cpu") -> dict[str, float]:

@@ -79,13 +79,7 @@ def max_grad_rel_error(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
     """Bytes of the unique storages the forward saves for the backward (activation memory of a step)."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with measure.saved_storages() as storages:
         nn.functional.cross_entropy(model(x), y)
     return sum(storages.values())
 
