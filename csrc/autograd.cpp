@@ -10,6 +10,7 @@
 // autograd kernel, PyTorch would only warn and treat them as constants, a silently wrong answer).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/utils.h>
 #include <torch/library.h>
 
 #include <optional>
@@ -27,6 +28,15 @@ using torch::autograd::variable_list;
 template <typename Sig>
 c10::TypedOperatorHandle<Sig> op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+
+// Whether a call records an autograd node: grad mode is on and an input requires grad. When it does not (no_grad
+// evaluation, the backward ops inside a plain backward pass), the wrappers call the op below autograd at once:
+// a custom Function allocates and wires its node even when it records nothing, which takes about as long as
+// channel_gate's kernel on a small tensor.
+template <typename... Args>
+bool records_graph(const Args&... inputs) {
+  return torch::autograd::compute_requires_grad(inputs...);
 }
 
 // The backward of a `_backward` op: second derivatives are not implemented.
@@ -49,6 +59,16 @@ using SepConv2dBackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
     at::IntArrayRef, bool);
 
+const c10::TypedOperatorHandle<SepConv2dSig>& sep_conv2d_op() {
+  static const auto handle = op<SepConv2dSig>("pyaccel_nas::sep_conv2d");
+  return handle;
+}
+
+const c10::TypedOperatorHandle<SepConv2dBackwardSig>& sep_conv2d_backward_op() {
+  static const auto handle = op<SepConv2dBackwardSig>("pyaccel_nas::sep_conv2d_backward");
+  return handle;
+}
+
 class SepConv2dFunction : public torch::autograd::Function<SepConv2dFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& dw_weight,
@@ -61,14 +81,12 @@ class SepConv2dFunction : public torch::autograd::Function<SepConv2dFunction> {
     ctx->saved_data["dilation"] = dilation;
     ctx->saved_data["pre_relu"] = pre_relu;
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    static const auto sep_conv2d = op<SepConv2dSig>("pyaccel_nas::sep_conv2d");
-    return sep_conv2d.call(x, dw_weight, pw_weight, pw_bias, stride, padding, dilation, pre_relu);
+    return sep_conv2d_op().call(x, dw_weight, pw_weight, pw_bias, stride, padding, dilation, pre_relu);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const variable_list saved = ctx->get_saved_variables();
-    static const auto sep_conv2d_backward = op<SepConv2dBackwardSig>("pyaccel_nas::sep_conv2d_backward");
-    auto [grad_x, grad_dw, grad_pw, grad_bias] = sep_conv2d_backward.call(
+    auto [grad_x, grad_dw, grad_pw, grad_bias] = sep_conv2d_backward_op().call(
         grad_outputs[0], saved[0], saved[1], saved[2], saved_ints(ctx, "stride"), saved_ints(ctx, "padding"),
         saved_ints(ctx, "dilation"), ctx->saved_data.at("pre_relu").toBool());
     if (!ctx->saved_data.at("has_bias").toBool()) grad_bias = at::Tensor();
@@ -83,9 +101,8 @@ class SepConv2dBackwardFunction : public torch::autograd::Function<SepConv2dBack
                                const at::Tensor& dw_weight, const at::Tensor& pw_weight, at::IntArrayRef stride,
                                at::IntArrayRef padding, at::IntArrayRef dilation, bool pre_relu) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    static const auto sep_conv2d_backward = op<SepConv2dBackwardSig>("pyaccel_nas::sep_conv2d_backward");
     auto [grad_x, grad_dw, grad_pw, grad_bias] =
-        sep_conv2d_backward.call(grad_out, x, dw_weight, pw_weight, stride, padding, dilation, pre_relu);
+        sep_conv2d_backward_op().call(grad_out, x, dw_weight, pw_weight, stride, padding, dilation, pre_relu);
     return {grad_x, grad_dw, grad_pw, grad_bias};
   }
   static variable_list backward(AutogradContext*, variable_list) { refuse_double_backward("sep_conv2d"); }
@@ -94,12 +111,20 @@ class SepConv2dBackwardFunction : public torch::autograd::Function<SepConv2dBack
 at::Tensor sep_conv2d_autograd(const at::Tensor& x, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
                                const std::optional<at::Tensor>& pw_bias, at::IntArrayRef stride,
                                at::IntArrayRef padding, at::IntArrayRef dilation, bool pre_relu) {
+  if (!records_graph(x, dw_weight, pw_weight, pw_bias)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return sep_conv2d_op().call(x, dw_weight, pw_weight, pw_bias, stride, padding, dilation, pre_relu);
+  }
   return SepConv2dFunction::apply(x, dw_weight, pw_weight, pw_bias, stride, padding, dilation, pre_relu);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sep_conv2d_backward_autograd(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& dw_weight, const at::Tensor& pw_weight,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool pre_relu) {
+  if (!records_graph(grad_out, x, dw_weight, pw_weight)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return sep_conv2d_backward_op().call(grad_out, x, dw_weight, pw_weight, stride, padding, dilation, pre_relu);
+  }
   const variable_list grads =
       SepConv2dBackwardFunction::apply(grad_out, x, dw_weight, pw_weight, stride, padding, dilation, pre_relu);
   return {grads[0], grads[1], grads[2], grads[3]};
@@ -111,6 +136,16 @@ using ChannelGateSig = at::Tensor(const at::Tensor&, const at::Tensor&, std::opt
 using ChannelGateBackwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                                   const at::Tensor&, std::optional<double>);
 
+const c10::TypedOperatorHandle<ChannelGateSig>& channel_gate_op() {
+  static const auto handle = op<ChannelGateSig>("pyaccel_nas::channel_gate");
+  return handle;
+}
+
+const c10::TypedOperatorHandle<ChannelGateBackwardSig>& channel_gate_backward_op() {
+  static const auto handle = op<ChannelGateBackwardSig>("pyaccel_nas::channel_gate_backward");
+  return handle;
+}
+
 class ChannelGateFunction : public torch::autograd::Function<ChannelGateFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& gate,
@@ -118,8 +153,7 @@ class ChannelGateFunction : public torch::autograd::Function<ChannelGateFunction
     ctx->save_for_backward({x, gate});
     if (threshold.has_value()) ctx->saved_data["threshold"] = *threshold;
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    static const auto channel_gate = op<ChannelGateSig>("pyaccel_nas::channel_gate");
-    return channel_gate.call(x, gate, threshold);
+    return channel_gate_op().call(x, gate, threshold);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -127,8 +161,7 @@ class ChannelGateFunction : public torch::autograd::Function<ChannelGateFunction
     const auto it = ctx->saved_data.find("threshold");
     const std::optional<double> threshold =
         it == ctx->saved_data.end() ? std::nullopt : std::optional<double>(it->second.toDouble());
-    static const auto channel_gate_backward = op<ChannelGateBackwardSig>("pyaccel_nas::channel_gate_backward");
-    auto [grad_x, grad_gate] = channel_gate_backward.call(grad_outputs[0], saved[0], saved[1], threshold);
+    auto [grad_x, grad_gate] = channel_gate_backward_op().call(grad_outputs[0], saved[0], saved[1], threshold);
     return {grad_x, grad_gate, at::Tensor()};
   }
 };
@@ -138,20 +171,27 @@ class ChannelGateBackwardFunction : public torch::autograd::Function<ChannelGate
   static variable_list forward(AutogradContext*, const at::Tensor& grad_out, const at::Tensor& x,
                                const at::Tensor& gate, std::optional<double> threshold) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    static const auto channel_gate_backward = op<ChannelGateBackwardSig>("pyaccel_nas::channel_gate_backward");
-    auto [grad_x, grad_gate] = channel_gate_backward.call(grad_out, x, gate, threshold);
+    auto [grad_x, grad_gate] = channel_gate_backward_op().call(grad_out, x, gate, threshold);
     return {grad_x, grad_gate};
   }
   static variable_list backward(AutogradContext*, variable_list) { refuse_double_backward("channel_gate"); }
 };
 
 at::Tensor channel_gate_autograd(const at::Tensor& x, const at::Tensor& gate, std::optional<double> threshold) {
+  if (!records_graph(x, gate)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return channel_gate_op().call(x, gate, threshold);
+  }
   return ChannelGateFunction::apply(x, gate, threshold);
 }
 
 std::tuple<at::Tensor, at::Tensor> channel_gate_backward_autograd(const at::Tensor& grad_out, const at::Tensor& x,
                                                                   const at::Tensor& gate,
                                                                   std::optional<double> threshold) {
+  if (!records_graph(grad_out, x, gate)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return channel_gate_backward_op().call(grad_out, x, gate, threshold);
+  }
   const variable_list grads = ChannelGateBackwardFunction::apply(grad_out, x, gate, threshold);
   return {grads[0], grads[1]};
 }
@@ -162,6 +202,16 @@ using MultiresSumSig = at::Tensor(at::TensorList, const at::Tensor&, at::Optiona
 using MultiresSumBackwardSig = std::tuple<std::vector<at::Tensor>, at::Tensor>(const at::Tensor&, at::TensorList,
                                                                                const at::Tensor&, c10::string_view);
 
+const c10::TypedOperatorHandle<MultiresSumSig>& multires_sum_op() {
+  static const auto handle = op<MultiresSumSig>("pyaccel_nas::multires_sum");
+  return handle;
+}
+
+const c10::TypedOperatorHandle<MultiresSumBackwardSig>& multires_sum_backward_op() {
+  static const auto handle = op<MultiresSumBackwardSig>("pyaccel_nas::multires_sum_backward");
+  return handle;
+}
+
 class MultiresSumFunction : public torch::autograd::Function<MultiresSumFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, at::TensorList branches, const at::Tensor& weights,
@@ -171,8 +221,7 @@ class MultiresSumFunction : public torch::autograd::Function<MultiresSumFunction
     ctx->save_for_backward(to_save);
     ctx->saved_data["mode"] = std::string(mode);
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    static const auto multires_sum = op<MultiresSumSig>("pyaccel_nas::multires_sum");
-    return multires_sum.call(branches, weights, size, mode);
+    return multires_sum_op().call(branches, weights, size, mode);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -180,8 +229,7 @@ class MultiresSumFunction : public torch::autograd::Function<MultiresSumFunction
     const at::Tensor weights = saved.back();
     saved.pop_back();
     const std::string mode = ctx->saved_data.at("mode").toStringRef();
-    static const auto multires_sum_backward = op<MultiresSumBackwardSig>("pyaccel_nas::multires_sum_backward");
-    auto [grad_branches, grad_weights] = multires_sum_backward.call(grad_outputs[0], saved, weights, mode);
+    auto [grad_branches, grad_weights] = multires_sum_backward_op().call(grad_outputs[0], saved, weights, mode);
     // one entry per branch, then weights, size, mode
     variable_list grads(grad_branches.begin(), grad_branches.end());
     grads.push_back(grad_weights);
@@ -197,8 +245,7 @@ class MultiresSumBackwardFunction : public torch::autograd::Function<MultiresSum
   static variable_list forward(AutogradContext*, const at::Tensor& grad_out, at::TensorList branches,
                                const at::Tensor& weights, c10::string_view mode) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    static const auto multires_sum_backward = op<MultiresSumBackwardSig>("pyaccel_nas::multires_sum_backward");
-    auto [grad_branches, grad_weights] = multires_sum_backward.call(grad_out, branches, weights, mode);
+    auto [grad_branches, grad_weights] = multires_sum_backward_op().call(grad_out, branches, weights, mode);
     variable_list grads(grad_branches.begin(), grad_branches.end());
     grads.push_back(grad_weights);
     return grads;
@@ -208,6 +255,10 @@ class MultiresSumBackwardFunction : public torch::autograd::Function<MultiresSum
 
 at::Tensor multires_sum_autograd(at::TensorList branches, const at::Tensor& weights, at::OptionalIntArrayRef size,
                                  c10::string_view mode) {
+  if (!records_graph(branches, weights)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return multires_sum_op().call(branches, weights, size, mode);
+  }
   return MultiresSumFunction::apply(branches, weights, size, mode);
 }
 
@@ -215,6 +266,10 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> multires_sum_backward_autograd(c
                                                                                at::TensorList branches,
                                                                                const at::Tensor& weights,
                                                                                c10::string_view mode) {
+  if (!records_graph(grad_out, branches, weights)) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return multires_sum_backward_op().call(grad_out, branches, weights, mode);
+  }
   variable_list grads = MultiresSumBackwardFunction::apply(grad_out, branches, weights, mode);
   const at::Tensor grad_weights = grads.back();
   grads.pop_back();
