@@ -144,6 +144,7 @@ def _prune(args: argparse.Namespace) -> int:
     overrides = {"model": args.model, "dataset": args.dataset, "data_root": args.data_root, "seed": args.seed,
                  "pretrain_epochs": args.pretrain_epochs, "search_epochs": args.search_epochs,
                  "finetune_epochs": args.finetune_epochs, "train_divisor": args.train_divisor,
+                 "learning_rate": args.learning_rate, "finetune_learning_rate": args.finetune_learning_rate,
                  "alpha": args.alpha, "eta": args.eta, "beta": args.beta, "round_to": args.round_to}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.threshold is not None:
@@ -282,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "the baseline)")
     prune.add_argument("--search-epochs", type=int)
     prune.add_argument("--finetune-epochs", type=int)
+    prune.add_argument("--learning-rate", type=float,
+                       help="initial SGD learning rate of pre-training and the baseline (the search goes on from "
+                            "the rate the baseline's cosine schedule has reached)")
+    prune.add_argument("--finetune-learning-rate", type=float,
+                       help="initial learning rate of the fine-tuning's own cosine schedule")
     prune.add_argument("--alpha", type=float, help="weight of the branch-entropy loss L_st")
     prune.add_argument("--eta", type=float, help="weight of the gate L1 loss L_gate")
     prune.add_argument("--beta", type=float, help="weight of the resolution cost L_cost (expected MACs of the "

@@ -49,6 +49,8 @@ def test_bad_settings_are_refused_before_any_training(tmp_path):
         preset("smoke", round_to=0)
     with pytest.raises(ValueError, match="exactly one"):
         preset("smoke", threshold=0.1)  # the preset also sets mac_reduction
+    with pytest.raises(ValueError, match="finetune_learning_rate"):
+        preset("smoke", finetune_learning_rate=0.0)
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
     with pytest.raises(ValueError, match="unknown model"):
