@@ -296,8 +296,9 @@ void multires_sum_backward_cpu(const MultiresShape& s, const std::vector<Multire
       for (int64_t row = begin; row < end; ++row, at.next()) {
         const int64_t n = at.n, c = at.c, t = at.t, h = at.h;
         std::fill(gathered.begin(), gathered.end(), T(0));
-        // Nearest: each contributing output row is summed down by f straight into `gathered`. Linear: the rows
-        // are mixed at the output width first, then transposed along w once.
+        // Nearest on unit-stride rows: each contributing output row is summed down by f straight into
+        // `gathered`. Linear, or strided rows: the rows are mixed at the output width first, then transposed
+        // along w once.
         const bool mix = s.linear || gys.w != 1;
         if (mix) std::fill(out_row.begin(), out_row.end(), T(0));
         for (int64_t it = gt.begin[t]; it < gt.begin[t + 1]; ++it) {
