@@ -74,7 +74,9 @@ def test_float32_darts_shapes(device, layout, conv):
 # Shapes for the vectorised CPU paths the small hypothesis shapes miss: rows of several whole vectors plus a
 # tail (W_out = 37, 19, 13), strides 1-3 (phase-split planes), several output-row bands per image (N = 1),
 # many output channels (pointwise tiles plus remainders), small planes that several images share one GEMM
-# (2x2, 3x2, 4x4 outputs with a last, partial unit of images), float32 and float64.
+# (2x2, 3x2, 4x4 outputs with a last, partial unit of images), float32 and float64. Output rows narrower
+# than two vectors (float32: < 16, float64: < 8) take the channels-innermost path: the last three cases
+# have whole transpose tiles (channels and widths that are multiples of 8 or 4) next to channel tails.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
     "n,c,c_out,h,w,k,conv",
@@ -86,6 +88,9 @@ def test_float32_darts_shapes(device, layout, conv):
         (37, 11, 13, 2, 2, 3, dict(stride=1, padding=1, dilation=1, pre_relu=True)),
         (21, 6, 10, 5, 3, 3, dict(stride=2, padding=1, dilation=1, pre_relu=False)),
         (19, 8, 8, 7, 7, 5, dict(stride=2, padding=4, dilation=2, pre_relu=True)),
+        (5, 16, 24, 12, 8, 3, dict(stride=1, padding=1, dilation=1, pre_relu=True)),
+        (6, 12, 7, 8, 14, 3, dict(stride=2, padding=1, dilation=1, pre_relu=True)),
+        (3, 20, 9, 16, 16, 5, dict(stride=2, padding=4, dilation=2, pre_relu=False)),
     ],
 )
 def test_large_shapes_match_reference(device, n, c, c_out, h, w, k, conv, dtype):
@@ -129,11 +134,33 @@ def test_empty_batch_gives_empty_output_and_zero_weight_grads(device):
     assert torch.equal(dw.grad, torch.zeros_like(dw))
 
 
-def test_gradcheck_float64(device):
-    x, dw, pw, b = make_inputs(2, 3, 4, 7, 6, 3, 3, device=device)
+@pytest.mark.parametrize("w", [6, 12])  # on the CPU: output rows < 8 wide take the channels-innermost path
+def test_gradcheck_float64(device, w):
+    x, dw, pw, b = make_inputs(2, 3, 4, 7, w, 3, 3, device=device)
     args = [t.requires_grad_() for t in (x, dw, pw, b)]
     for conv in (dict(stride=1, padding=1), dict(stride=2, padding=2, dilation=2), dict(stride=(1, 2), pre_relu=False)):
         assert torch.autograd.gradcheck(lambda *a: sep_conv2d(*a, **conv), args)
+
+
+@pytest.mark.parametrize("w", [8, 20])  # float32 on the CPU: the channels-innermost and the phase-split path
+@pytest.mark.parametrize("stride", [1, 2])
+def test_nan_input_propagates_like_relu(device, w, stride):
+    """NaN in x: the output is NaN where the reference's is, and grad_x passes the gradient there, as torch's
+    relu does (its derivative is zero only where x <= 0)."""
+    x, dw, pw, b = make_inputs(3, 9, 5, 10, w, 3, 3, dtype=torch.float32, device=device, seed=w)
+    x[0, 2, 4, 3] = float("nan")
+    x[2, 8, 9, w - 1] = float("nan")
+    leaves = [t.clone().requires_grad_() for t in (x, dw, pw, b)]
+    y = sep_conv2d(*leaves, stride=stride, padding=1)
+    y_ref = reference.sep_conv2d(x.double(), dw.double(), pw.double(), b.double(), stride=stride, padding=1)
+    torch.testing.assert_close(y, y_ref.float(), equal_nan=True, rtol=1e-4, atol=1e-4)
+    grad_out = torch.randn_like(y)
+    gx = torch.autograd.grad(y, leaves[0], grad_out)[0]
+    x_ref = x.double().requires_grad_()
+    y_ref = reference.sep_conv2d(x_ref, dw.double(), pw.double(), b.double(), stride=stride, padding=1)
+    gx_ref = torch.autograd.grad(y_ref, x_ref, grad_out.double())[0]
+    assert gx[0, 2, 4, 3] != 0 and gx[2, 8, 9, w - 1] != 0
+    torch.testing.assert_close(gx, gx_ref.float(), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -67,6 +67,31 @@ PlaneGeom plane_geom(const SepConv2dShape& s, int64_t rows, int64_t lanes, std::
   return g;
 }
 
+// Geometry of the channels-innermost path, used for narrow output planes (see use_channels_inner): one
+// image's activated input, zero-padded, as [padded_h * padded_w][pitch] with the channels innermost (pitch:
+// C rounded up to whole vectors), so every vector op runs over channels instead of a few columns of one
+// plane. pitch == 0: the path is not used.
+struct InnerGeom {
+  int64_t pitch, padded_h, padded_w;
+  int64_t image;           // padded_h * padded_w * pitch
+  const int64_t* tap_off;  // element offset of each kernel tap from the tap (0, 0) of an output pixel
+};
+
+// Workspace elements in front of the depthwise result: the phase-split plane, or the channels-innermost
+// image and the depthwise result of out_pixels pixels in that layout.
+int64_t forward_scratch(const PlaneGeom& g, const InnerGeom& ig, int64_t out_pixels) {
+  return ig.pitch ? ig.image + out_pixels * ig.pitch : g.plane_size;
+}
+
+// The same for the backward of `group` images: the plane, its gradient and one padded row-block of the
+// result's gradient; or each image's channels-innermost input and depthwise result, one image's input
+// gradient, the depthwise weight-gradient accumulators and the unit's grad_pw (C_out rows of pitch).
+int64_t backward_scratch(const SepConv2dShape& s, const PlaneGeom& g, const InnerGeom& ig, int64_t group) {
+  if (!ig.pitch) return 2 * g.plane_size + s.out_h * g.WoP;
+  const int64_t results = group * s.out_h * s.out_w, taps = s.kernel_h * s.kernel_w;
+  return (group + 1) * ig.image + (results + taps + s.out_channels) * ig.pitch;
+}
+
 }  // namespace
 
 #if PYACCEL_NAS_SEPCONV_AVX2
@@ -128,6 +153,38 @@ Kernels<T> kernels() {
   return {&sepconv_base::forward_unit<T>, &sepconv_base::backward_images<T>};
 }
 
+// The channels-innermost path for output rows narrower than two vectors (the 8x8 and 4x4 planes of a r4
+// proxy's deeper cells, 16x16 at stride 2): along a row there are too few columns to fill vectors, and the
+// per-row and per-plane bookkeeping of the phase-split path costs more than the arithmetic. From two
+// vectors up the phase-split path is faster (measured: 16x16 planes at stride 1 take 1.3-1.8x longer
+// channels-innermost).
+bool use_channels_inner(const SepConv2dShape& s, int64_t lanes) { return s.out_w < 2 * lanes; }
+
+InnerGeom inner_geom(const SepConv2dShape& s, int64_t lanes, std::vector<int64_t>& tap_off) {
+  if (!use_channels_inner(s, lanes)) return InnerGeom{};
+  InnerGeom ig{};
+  ig.pitch = (s.channels + lanes - 1) / lanes * lanes;
+  ig.padded_h = s.in_h + 2 * s.pad_h;
+  ig.padded_w = s.in_w + 2 * s.pad_w;
+  ig.image = ig.padded_h * ig.padded_w * ig.pitch;
+  tap_off.resize(static_cast<size_t>(s.kernel_h * s.kernel_w));
+  for (int64_t ki = 0; ki < s.kernel_h; ++ki)
+    for (int64_t kj = 0; kj < s.kernel_w; ++kj)
+      tap_off[ki * s.kernel_w + kj] = (ki * s.dilation_h * ig.padded_w + kj * s.dilation_w) * ig.pitch;
+  ig.tap_off = tap_off.data();
+  return ig;
+}
+
+// The depthwise filters as [taps][pitch] (zero past C), the layout the channels-innermost path reads.
+template <typename T>
+std::vector<T> filters_by_tap(const SepConv2dShape& s, const InnerGeom& ig, const T* dw) {
+  const int64_t taps = s.kernel_h * s.kernel_w;
+  std::vector<T> out(static_cast<size_t>(taps * ig.pitch), T(0));
+  for (int64_t c = 0; c < s.channels; ++c)
+    for (int64_t t = 0; t < taps; ++t) out[t * ig.pitch + c] = dw[c * taps + t];
+  return out;
+}
+
 // Images per work unit. Below ~64 output pixels per image (the 4x4 and 2x2 planes of a network's last cells
 // under a r4 proxy) the pointwise GEMM of one image is mostly vector tails and call overhead, so several whole
 // images share one GEMM. Depends on the shape only, so results do not depend on the thread count.
@@ -157,17 +214,19 @@ void sep_conv2d_forward_cpu(const SepConv2dShape& s, const T* x, const T* dw, co
     while (band > 1 && s.batch * ((Ho + band - 1) / band) < 4 * threads) band = (band + 1) / 2;
   }
   const int64_t bands = (Ho + band - 1) / band, groups = (s.batch + group - 1) / group;
-  std::vector<int64_t> off;
+  std::vector<int64_t> off, tap_off;
   const int64_t rows = (band - 1) * s.stride_h + s.dilation_h * (s.kernel_h - 1) + 1;
   const PlaneGeom g = plane_geom(s, rows, lanes, off);
+  const InnerGeom ig = inner_geom(s, lanes, tap_off);
+  const std::vector<T> dw_t = ig.pitch ? filters_by_tap(s, ig, dw) : std::vector<T>();
   const int64_t pixels = group * band * Wo;
-  const int64_t ws_size = g.plane_size + C * pixels + lanes + (group > 1 ? Co * pixels : 0);
+  const int64_t ws_size = forward_scratch(g, ig, band * Wo) + C * pixels + lanes + (group > 1 ? Co * pixels : 0);
   at::parallel_for(0, groups * bands, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> ws(static_cast<size_t>(ws_size), T(0));
     for (int64_t u = begin; u < end; ++u) {
       const int64_t n0 = (u / bands) * group, n1 = std::min(s.batch, n0 + group), b = u % bands;
       const int64_t ho0 = b * band, ho1 = std::min(Ho, ho0 + band);
-      k.forward_unit(s, g, n0, n1, ho0, ho1, x, dw, pw, bias, y, ws.data());
+      k.forward_unit(s, g, ig, n0, n1, ho0, ho1, x, dw, dw_t.data(), pw, bias, y, ws.data());
     }
   });
 }
@@ -178,12 +237,15 @@ void sep_conv2d_backward_cpu(const SepConv2dShape& s, const T* grad_y, const T* 
   const Kernels<T> k = kernels<T>();
   const int64_t lanes = 32 / static_cast<int64_t>(sizeof(T));
   const int64_t C = s.channels, Co = s.out_channels, Ho = s.out_h, Wo = s.out_w, taps = s.kernel_h * s.kernel_w;
-  std::vector<int64_t> off;
+  std::vector<int64_t> off, tap_off;
   const int64_t rows = (Ho - 1) * s.stride_h + s.dilation_h * (s.kernel_h - 1) + 1;
   const PlaneGeom g = plane_geom(s, rows, lanes, off);
+  const InnerGeom ig = inner_geom(s, lanes, tap_off);
+  const std::vector<T> dw_t = ig.pitch ? filters_by_tap(s, ig, dw) : std::vector<T>();
   const int64_t group = images_per_unit(s), groups = (s.batch + group - 1) / group;
   const int64_t pixels = group * Ho * Wo;
-  const int64_t ws_size = 2 * g.plane_size + Ho * g.WoP + 2 * C * pixels + lanes + (group > 1 ? Co * pixels : 0);
+  const int64_t ws_size =
+      backward_scratch(s, g, ig, group) + 2 * C * pixels + lanes + (group > 1 ? Co * pixels : 0);
   // pointwise weights transposed to (C, C_out), for grad_D = pw^T grad_y
   std::vector<T> pw_t(static_cast<size_t>(C * Co));
   for (int64_t co = 0; co < Co; ++co)
@@ -199,7 +261,7 @@ void sep_conv2d_backward_cpu(const SepConv2dShape& s, const T* grad_y, const T* 
     for (int64_t u = first; u < last; ++u) {
       std::fill(unit_acc.begin(), unit_acc.end(), T(0));
       const int64_t n0 = u * group, n1 = std::min(s.batch, n0 + group);
-      k.backward_images(s, g, n0, n1, grad_y, x, dw, pw_t.data(), grad_x, unit_acc.data(), unit_acc.data() + pw_size,
+      k.backward_images(s, g, ig, n0, n1, grad_y, x, dw, dw_t.data(), pw_t.data(), grad_x, unit_acc.data(), unit_acc.data() + pw_size,
                         unit_acc.data() + pw_size + dw_size, ws.data());
       for (int64_t i = 0; i < width; ++i) acc[i] += static_cast<double>(unit_acc[i]);
     }

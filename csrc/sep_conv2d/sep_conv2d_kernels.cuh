@@ -241,8 +241,8 @@ __global__ void depthwise_input_grad_kernel(const acc_t* __restrict__ grad_d, co
         sum += gd[oh * Wo + ow] * static_cast<acc_t>(w[ki * s.kernel_w + kj]);
       }
     }
-    // ReLU's gradient: zero where x <= 0 (and where x is NaN), as torch's threshold_backward
-    if (s.pre_relu && !(static_cast<acc_t>(x[n * xs.n + c * xs.c + ih * xs.h + iw * xs.w]) > acc_t(0))) sum = 0;
+    // ReLU's gradient: zero where x <= 0; a NaN passes the gradient, as in torch's threshold_backward
+    if (s.pre_relu && static_cast<acc_t>(x[n * xs.n + c * xs.c + ih * xs.h + iw * xs.w]) <= acc_t(0)) sum = 0;
     grad_x[n * gxs.n + c * gxs.c + ih * gxs.h + iw * gxs.w] = static_cast<T>(sum);
   }
 }
