@@ -104,12 +104,13 @@ def test_baseline_isa_kernels_match_reference():
     import subprocess
     import sys
 
-    code = (
+    code = (  # 21 wide: the phase-split path; 10 wide: channels-innermost for float32, both for float64
         "import torch, test_sep_conv2d as t\n"
         "for dt in (torch.float32, torch.float64):\n"
         "    for conv in (dict(stride=1, padding=1), dict(stride=2, padding=4, dilation=2, pre_relu=False)):\n"
-        "        x, dw, pw, b = t.make_inputs(2, 9, 11, 19, 21, 3, 3, dtype=dt)\n"
-        "        t.check_sep_conv2d(x, dw, pw, b, conv)\n"
+        "        for w in (21, 10):\n"
+        "            x, dw, pw, b = t.make_inputs(2, 9, 11, 19, w, 3, 3, dtype=dt)\n"
+        "            t.check_sep_conv2d(x, dw, pw, b, conv)\n"
     )
     env = dict(os.environ, PYACCEL_NAS_CPU_BASELINE="1")
     here = os.path.dirname(os.path.abspath(__file__))
