@@ -76,7 +76,8 @@ def test_float32_darts_shapes(device, layout, conv):
 # many output channels (pointwise tiles plus remainders), small planes that several images share one GEMM
 # (2x2, 3x2, 4x4 outputs with a last, partial unit of images), float32 and float64. Output rows narrower
 # than two vectors (float32: < 16, float64: < 8) take the channels-innermost path: the last three cases
-# have whole transpose tiles (channels and widths that are multiples of 8 or 4) next to channel tails.
+# have whole transpose tiles (channels and widths that are multiples of 8 or 4) next to channel tails, and
+# both loop orders of its depthwise backward (fewer or more than 4 channel vectors: C = 12, 16 and 33).
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
     "n,c,c_out,h,w,k,conv",
@@ -90,7 +91,7 @@ def test_float32_darts_shapes(device, layout, conv):
         (19, 8, 8, 7, 7, 5, dict(stride=2, padding=4, dilation=2, pre_relu=True)),
         (5, 16, 24, 12, 8, 3, dict(stride=1, padding=1, dilation=1, pre_relu=True)),
         (6, 12, 7, 8, 14, 3, dict(stride=2, padding=1, dilation=1, pre_relu=True)),
-        (3, 20, 9, 16, 16, 5, dict(stride=2, padding=4, dilation=2, pre_relu=False)),
+        (3, 33, 9, 16, 16, 5, dict(stride=2, padding=4, dilation=2, pre_relu=False)),
     ],
 )
 def test_large_shapes_match_reference(device, n, c, c_out, h, w, k, conv, dtype):
