@@ -75,22 +75,24 @@ PlaneGeom plane_geom(const SepConv2dShape& s, int64_t rows, int64_t lanes, std::
 struct InnerGeom {
   int64_t pitch, padded_h, padded_w;
   int64_t image;           // padded_h * padded_w * pitch
+  int64_t flat;            // in_h * in_w * pitch: one image without the padding
   const int64_t* tap_off;  // element offset of each kernel tap from the tap (0, 0) of an output pixel
 };
 
 // Workspace elements in front of the depthwise result: the phase-split plane, or the channels-innermost
-// image and the depthwise result of out_pixels pixels in that layout.
+// image (padded and flat) and the depthwise result of out_pixels pixels in that layout.
 int64_t forward_scratch(const PlaneGeom& g, const InnerGeom& ig, int64_t out_pixels) {
-  return ig.pitch ? ig.image + out_pixels * ig.pitch : g.plane_size;
+  return ig.pitch ? ig.image + ig.flat + out_pixels * ig.pitch : g.plane_size;
 }
 
 // The same for the backward of `group` images: the plane, its gradient and one padded row-block of the
 // result's gradient; or each image's channels-innermost input and depthwise result, one image's input
-// gradient, the depthwise weight-gradient accumulators and the unit's grad_pw (C_out rows of pitch).
+// gradient, the depthwise weight-gradient accumulators, the unit's grad_pw (C_out rows of pitch) and one
+// flat image.
 int64_t backward_scratch(const SepConv2dShape& s, const PlaneGeom& g, const InnerGeom& ig, int64_t group) {
   if (!ig.pitch) return 2 * g.plane_size + s.out_h * g.WoP;
   const int64_t results = group * s.out_h * s.out_w, taps = s.kernel_h * s.kernel_w;
-  return (group + 1) * ig.image + (results + taps + s.out_channels) * ig.pitch;
+  return (group + 1) * ig.image + (results + taps + s.out_channels) * ig.pitch + ig.flat;
 }
 
 }  // namespace
@@ -168,6 +170,7 @@ InnerGeom inner_geom(const SepConv2dShape& s, int64_t lanes, std::vector<int64_t
   ig.padded_h = s.in_h + 2 * s.pad_h;
   ig.padded_w = s.in_w + 2 * s.pad_w;
   ig.image = ig.padded_h * ig.padded_w * ig.pitch;
+  ig.flat = s.in_h * s.in_w * ig.pitch;
   tap_off.resize(static_cast<size_t>(s.kernel_h * s.kernel_w));
   for (int64_t ki = 0; ki < s.kernel_h; ++ki)
     for (int64_t kj = 0; kj < s.kernel_w; ++kj)
