@@ -24,10 +24,12 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// The registered op `name` with the C++ signature `Sig` (it must match the schema in registration.cpp).
-template <typename Sig>
-c10::TypedOperatorHandle<Sig> op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+// The registered op `Name` with the C++ signature `Sig` (it must match the schema in registration.cpp),
+// looked up once.
+template <typename Sig, const char* Name>
+const c10::TypedOperatorHandle<Sig>& registered_op() {
+  static const auto handle = c10::Dispatcher::singleton().findSchemaOrThrow(Name, "").typed<Sig>();
+  return handle;
 }
 
 // Whether a call records an autograd node: grad mode is on and an input requires grad. When it does not (no_grad
@@ -59,15 +61,11 @@ using SepConv2dBackwardSig = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
     at::IntArrayRef, bool);
 
-const c10::TypedOperatorHandle<SepConv2dSig>& sep_conv2d_op() {
-  static const auto handle = op<SepConv2dSig>("pyaccel_nas::sep_conv2d");
-  return handle;
-}
+constexpr char kSepConv2dName[] = "pyaccel_nas::sep_conv2d";
+constexpr auto sep_conv2d_op = &registered_op<SepConv2dSig, kSepConv2dName>;
 
-const c10::TypedOperatorHandle<SepConv2dBackwardSig>& sep_conv2d_backward_op() {
-  static const auto handle = op<SepConv2dBackwardSig>("pyaccel_nas::sep_conv2d_backward");
-  return handle;
-}
+constexpr char kSepConv2dBackwardName[] = "pyaccel_nas::sep_conv2d_backward";
+constexpr auto sep_conv2d_backward_op = &registered_op<SepConv2dBackwardSig, kSepConv2dBackwardName>;
 
 class SepConv2dFunction : public torch::autograd::Function<SepConv2dFunction> {
  public:
@@ -136,15 +134,11 @@ using ChannelGateSig = at::Tensor(const at::Tensor&, const at::Tensor&, std::opt
 using ChannelGateBackwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                                   const at::Tensor&, std::optional<double>);
 
-const c10::TypedOperatorHandle<ChannelGateSig>& channel_gate_op() {
-  static const auto handle = op<ChannelGateSig>("pyaccel_nas::channel_gate");
-  return handle;
-}
+constexpr char kChannelGateName[] = "pyaccel_nas::channel_gate";
+constexpr auto channel_gate_op = &registered_op<ChannelGateSig, kChannelGateName>;
 
-const c10::TypedOperatorHandle<ChannelGateBackwardSig>& channel_gate_backward_op() {
-  static const auto handle = op<ChannelGateBackwardSig>("pyaccel_nas::channel_gate_backward");
-  return handle;
-}
+constexpr char kChannelGateBackwardName[] = "pyaccel_nas::channel_gate_backward";
+constexpr auto channel_gate_backward_op = &registered_op<ChannelGateBackwardSig, kChannelGateBackwardName>;
 
 class ChannelGateFunction : public torch::autograd::Function<ChannelGateFunction> {
  public:
@@ -202,15 +196,11 @@ using MultiresSumSig = at::Tensor(at::TensorList, const at::Tensor&, at::Optiona
 using MultiresSumBackwardSig = std::tuple<std::vector<at::Tensor>, at::Tensor>(const at::Tensor&, at::TensorList,
                                                                                const at::Tensor&, c10::string_view);
 
-const c10::TypedOperatorHandle<MultiresSumSig>& multires_sum_op() {
-  static const auto handle = op<MultiresSumSig>("pyaccel_nas::multires_sum");
-  return handle;
-}
+constexpr char kMultiresSumName[] = "pyaccel_nas::multires_sum";
+constexpr auto multires_sum_op = &registered_op<MultiresSumSig, kMultiresSumName>;
 
-const c10::TypedOperatorHandle<MultiresSumBackwardSig>& multires_sum_backward_op() {
-  static const auto handle = op<MultiresSumBackwardSig>("pyaccel_nas::multires_sum_backward");
-  return handle;
-}
+constexpr char kMultiresSumBackwardName[] = "pyaccel_nas::multires_sum_backward";
+constexpr auto multires_sum_backward_op = &registered_op<MultiresSumBackwardSig, kMultiresSumBackwardName>;
 
 class MultiresSumFunction : public torch::autograd::Function<MultiresSumFunction> {
  public:
