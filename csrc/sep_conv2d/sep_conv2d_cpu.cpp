@@ -14,6 +14,11 @@
 // backward runs one channel at a time on the same phase-split planes (grad_dw as dot products, grad_x as a
 // transposed convolution into a padded plane, then written once with the ReLU mask).
 //
+// Output rows narrower than two vectors (8x8 and smaller planes; see use_channels_inner) take a
+// channels-innermost path instead: each image is transposed to [pixel][channel] (register-tile transposes),
+// the depthwise part and its backward run over vectors of channels, grad_pw is a GEMM over the pixels, and
+// results go back to NCHW through the same transposes. The pointwise GEMMs are shared by both paths.
+//
 // The kernel bodies (sep_conv2d_kernels.inc) are compiled twice: for AVX2+FMA and for the compiler's
 // baseline target; the AVX2 version is used when the CPU has it (checked once at run time), so a wheel
 // built on any x86-64 runs everywhere. PYACCEL_NAS_CPU_BASELINE=1 in the environment forces the baseline.
@@ -159,8 +164,8 @@ Kernels<T> kernels() {
 // The channels-innermost path for output rows narrower than two vectors (the 8x8 and 4x4 planes of a r4
 // proxy's deeper cells, 16x16 at stride 2): along a row there are too few columns to fill vectors, and the
 // per-row and per-plane bookkeeping of the phase-split path costs more than the arithmetic. From two
-// vectors up the phase-split path is faster (measured: 16x16 planes at stride 1 take 1.3-1.8x longer
-// channels-innermost).
+// vectors up the phase-split path is faster (measured: rows of 16-39 pixels took 1.2-1.8x longer
+// channels-innermost; benchmarks/NOTES.md, sep_conv2d version 3).
 bool use_channels_inner(const SepConv2dShape& s, int64_t lanes) { return s.out_w < 2 * lanes; }
 
 InnerGeom inner_geom(const SepConv2dShape& s, int64_t lanes, std::vector<int64_t>& tap_off) {
@@ -189,8 +194,8 @@ std::vector<T> filters_by_tap(const SepConv2dShape& s, const InnerGeom& ig, cons
   return out;
 }
 
-// Zeroed scratch memory starting on a cache line (malloc only promises 16 bytes), so that whole-vector
-// accesses at multiples of 8 floats never straddle two lines.
+// Zeroed scratch memory starting on a cache line (malloc only promises 16 bytes), so that 32-byte vector
+// accesses at whole-vector offsets never straddle two lines.
 template <typename T>
 class Workspace {
  public:
