@@ -78,3 +78,16 @@ def test_autocast_runs_reference_semantics():
         mixed = multires_sum([y, y[:, :, ::2, ::2]], torch.rand(2))
     assert y.dtype == torch.bfloat16 and gated.dtype == reference.channel_gate(y, torch.rand(4)).dtype
     assert mixed.shape == y.shape
+
+
+def test_meta_tensors_infer_shapes_through_the_reference():
+    """Devices without a kernel and unknown to autocast (meta) take the reference path instead of raising."""
+    from pyaccel_nas import ops
+
+    x = torch.randn(2, 3, 8, 8, device="meta")
+    assert not _extension.runs_kernel("channel_gate", x) and not _extension.autocast_enabled(x)
+    assert ops.channel_gate(x, torch.randn(3, device="meta")).shape == (2, 3, 8, 8)
+    dw, pw = torch.randn(3, 1, 3, 3, device="meta"), torch.randn(5, 3, 1, 1, device="meta")
+    assert ops.sep_conv2d(x, dw, pw, stride=2, padding=1).shape == (2, 5, 4, 4)
+    small = torch.randn(2, 3, 4, 4, device="meta")
+    assert ops.multires_sum([x, small], torch.randn(2, device="meta")).shape == (2, 3, 8, 8)
