@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -95,3 +97,11 @@ def check_compiles_fullgraph(fn, tensors: list[torch.Tensor]) -> None:
     expected = torch.autograd.grad(y_eager, leaves, grad_out)
     for a, e in zip(actual, expected):
         torch.testing.assert_close(a, e)
+
+
+def run_with_baseline_isa(code: str) -> None:
+    """Runs ``code`` (from the tests folder) in a fresh Python whose CPU kernels are the baseline x86-64
+    builds (PYACCEL_NAS_CPU_BASELINE=1; the choice is made once per process), failing on any error."""
+    env = dict(os.environ, PYACCEL_NAS_CPU_BASELINE="1")
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=here, env=env, timeout=300)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICES, LAYOUTS, check_against_reference, check_compiles_fullgraph, dispatch_key, in_layout
+from conftest import (
+    DEVICES,
+    LAYOUTS,
+    check_against_reference,
+    check_compiles_fullgraph,
+    dispatch_key,
+    in_layout,
+    run_with_baseline_isa,
+)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -101,11 +109,8 @@ def test_large_shapes_match_reference(device, n, c, c_out, h, w, k, conv, dtype)
 
 def test_baseline_isa_kernels_match_reference():
     """The kernels compiled for baseline x86-64 (PYACCEL_NAS_CPU_BASELINE=1) agree with the reference too."""
-    import os
-    import subprocess
-    import sys
-
-    code = (  # 21 wide: the phase-split path; 10 wide: channels-innermost for float32, both for float64
+    # 21 wide: the phase-split path; 10 wide: channels-innermost for float32, both for float64
+    run_with_baseline_isa(
         "import torch, test_sep_conv2d as t\n"
         "for dt in (torch.float32, torch.float64):\n"
         "    for conv in (dict(stride=1, padding=1), dict(stride=2, padding=4, dilation=2, pre_relu=False)):\n"
@@ -113,9 +118,6 @@ def test_baseline_isa_kernels_match_reference():
         "            x, dw, pw, b = t.make_inputs(2, 9, 11, 19, w, 3, 3, dtype=dt)\n"
         "            t.check_sep_conv2d(x, dw, pw, b, conv)\n"
     )
-    env = dict(os.environ, PYACCEL_NAS_CPU_BASELINE="1")
-    here = os.path.dirname(os.path.abspath(__file__))
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=here, env=env, timeout=300)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

@@ -28,16 +28,15 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define PYACCEL_NAS_SEPCONV_AVX2 1
-#endif
-
+#include "../common/cpu_isa.h"
 #include "../common/parallel.h"
+
+#if PYACCEL_NAS_X86_AVX2
+#include <immintrin.h>
+#endif
 
 namespace pyaccel_nas {
 namespace {
@@ -102,7 +101,7 @@ int64_t backward_scratch(const SepConv2dShape& s, const PlaneGeom& g, const Inne
 
 }  // namespace
 
-#if PYACCEL_NAS_SEPCONV_AVX2
+#if PYACCEL_NAS_X86_AVX2
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #else
@@ -133,20 +132,6 @@ namespace sepconv_base {
 
 namespace {
 
-bool use_avx2() {
-#if PYACCEL_NAS_SEPCONV_AVX2
-  static const bool ok = [] {
-    const char* env = std::getenv("PYACCEL_NAS_CPU_BASELINE");
-    if (env != nullptr && env[0] != '\0' && std::strcmp(env, "0") != 0) return false;
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return ok;
-#else
-  return false;
-#endif
-}
-
 template <typename T>
 struct Kernels {
   decltype(&sepconv_base::forward_unit<T>) forward_unit;
@@ -155,7 +140,7 @@ struct Kernels {
 
 template <typename T>
 Kernels<T> kernels() {
-#if PYACCEL_NAS_SEPCONV_AVX2
+#if PYACCEL_NAS_X86_AVX2
   if (use_avx2()) return {&sepconv_avx2::forward_unit<T>, &sepconv_avx2::backward_images<T>};
 #endif
   return {&sepconv_base::forward_unit<T>, &sepconv_base::backward_images<T>};
