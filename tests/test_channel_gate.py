@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICES, LAYOUTS, check_against_reference, check_compiles_fullgraph, dispatch_key, in_layout
+from conftest import (
+    DEVICES,
+    LAYOUTS,
+    check_against_reference,
+    check_compiles_fullgraph,
+    dispatch_key,
+    in_layout,
+    run_with_baseline_isa,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,10 +60,23 @@ def test_float32(device, layout, shape):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_float64_rows_longer_than_the_vector_lanes(device, layout):
-    """Rows of 437 elements (16-lane sums plus a tail) and 3059 channels-last rows (several 256-row partial
-    sums, split unevenly across threads): the kernels' blocked sums against the reference."""
-    x, gate = make_inputs((7, 13, 19, 23), device=device, seed=3)
+    """Rows of 437 elements (16-lane sums plus a tail; 533 channels-first rows, partial sums flushed every 9
+    images, threads splitting an image) and 17917 channels-last rows (several 256-row partial sums, split
+    unevenly across threads): the kernels' blocked sums against the reference."""
+    x, gate = make_inputs((41, 13, 19, 23), device=device, seed=3)
     check_channel_gate(in_layout(x, layout), gate, None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_baseline_isa_kernels_match_reference(dtype):
+    """The kernels compiled for baseline x86-64 (PYACCEL_NAS_CPU_BASELINE=1) agree with the reference too."""
+    run_with_baseline_isa(
+        "import torch, test_channel_gate as t\n"
+        "from conftest import in_layout\n"
+        "for layout in ('contiguous', 'channels_last'):\n"
+        f"    x, gate = t.make_inputs((41, 13, 19, 23), dtype={dtype}, seed=3)\n"
+        "    t.check_channel_gate(in_layout(x, layout), gate, 0.5)\n"
+    )
 
 
 def test_threshold_zeroes_small_gates_and_their_gradient(device):

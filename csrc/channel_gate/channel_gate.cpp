@@ -74,8 +74,8 @@ std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_y_in, co
   const at::Tensor grad_y = grad_y_in.contiguous(format);
   const at::Tensor gate = gate_in.contiguous();
   at::Tensor grad_x = at::empty(x.sizes(), x.options().memory_format(format));
-  at::Tensor grad_gate = at::zeros(gate.sizes(), gate.options());
-  if (x.numel() == 0) return {grad_x, grad_gate};
+  if (x.numel() == 0) return {grad_x, at::zeros(gate.sizes(), gate.options())};
+  at::Tensor grad_gate = at::empty(gate.sizes(), gate.options());  // the kernels write every entry
   if (x.is_cuda()) {
 #ifdef WITH_CUDA
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "channel_gate_backward_cuda", [&] {

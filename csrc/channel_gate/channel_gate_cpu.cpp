@@ -1,3 +1,7 @@
+// CPU kernels of channel_gate on dense channels-first or channels-last tensors: one pass over the data
+// forward (y = x * g') and one backward (grad_x = grad_y * g' and grad_gate = sum grad_y * x together),
+// parallel over rows. The row loops (channel_gate_rows.inc) are compiled for AVX2+FMA and for the baseline
+// target, chosen at run time (cpu_isa.h).
 #include "channel_gate.h"
 
 #include <ATen/Parallel.h>
@@ -6,6 +10,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../common/cpu_isa.h"
 #include "../common/parallel.h"
 #include "../common/row_sums.h"
 
@@ -27,9 +32,50 @@ std::vector<T> effective_gates(const T* gate, int64_t channels, bool has_thresho
 // that scheduling costs nothing.
 constexpr int64_t kGrain = 1 << 14;
 
-// Channels-last rows summed in T for at most this many rows before being added to the double totals: the
-// per-channel sums stay vectorised across channels and lose no more precision than a 256-term float sum.
-constexpr int64_t kRowsPerPartial = 256;
+// Gate-gradient partial sums in T take at most this many terms per lane before being added to the double
+// totals: the sums stay vectorised and lose no more precision than a 256-term float sum.
+constexpr int64_t kTermsPerPartial = 256;
+
+#if PYACCEL_NAS_X86_AVX2
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#endif
+namespace gate_avx2 {
+#include "channel_gate_rows.inc"
+}  // namespace gate_avx2
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+namespace gate_base {
+#include "channel_gate_rows.inc"
+}  // namespace gate_base
+
+template <typename T>
+struct RowKernels {
+  decltype(&gate_base::forward_rows_channels_first<T>) forward_channels_first;
+  decltype(&gate_base::forward_rows_channels_last<T>) forward_channels_last;
+  decltype(&gate_base::backward_rows_channels_first<T>) backward_channels_first;
+  decltype(&gate_base::backward_rows_channels_last<T>) backward_channels_last;
+};
+
+template <typename T>
+RowKernels<T> row_kernels() {
+#if PYACCEL_NAS_X86_AVX2
+  if (use_avx2()) {
+    return {&gate_avx2::forward_rows_channels_first<T>, &gate_avx2::forward_rows_channels_last<T>,
+            &gate_avx2::backward_rows_channels_first<T>, &gate_avx2::backward_rows_channels_last<T>};
+  }
+#endif
+  return {&gate_base::forward_rows_channels_first<T>, &gate_base::forward_rows_channels_last<T>,
+          &gate_base::backward_rows_channels_first<T>, &gate_base::backward_rows_channels_last<T>};
+}
 
 }  // namespace
 
@@ -38,27 +84,14 @@ void channel_gate_forward_cpu(const GateLayout& l, const T* x, const T* gate, bo
                               T* y) {
   const std::vector<T> g = effective_gates(gate, l.channels, has_threshold, threshold);
   const T* gp = g.data();
+  const RowKernels<T> k = row_kernels<T>();
+  const int64_t C = l.channels, S = l.spatial;
   if (l.channels_last) {
-    // channels-last: rows of C contiguous gates, one per (n, s)
-    const int64_t rows = l.batch * l.spatial, C = l.channels;
-    at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) {
-        const T* xr = x + r * C;
-        T* yr = y + r * C;
-        for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * gp[c];
-      }
-    });
+    at::parallel_for(0, l.batch * S, std::max<int64_t>(1, kGrain / std::max<int64_t>(C, 1)),
+                     [&](int64_t b, int64_t e) { k.forward_channels_last(x, gp, C, b, e, y); });
   } else {
-    // channels-first: rows of S elements sharing one gate, one per (n, c)
-    const int64_t rows = l.batch * l.channels, S = l.spatial, C = l.channels;
-    at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(S, 1)), [&](int64_t b, int64_t e) {
-      for (int64_t r = b; r < e; ++r) {
-        const T gv = gp[r % C];
-        const T* xr = x + r * S;
-        T* yr = y + r * S;
-        for (int64_t s = 0; s < S; ++s) yr[s] = xr[s] * gv;
-      }
-    });
+    at::parallel_for(0, l.batch * C, std::max<int64_t>(1, kGrain / std::max<int64_t>(S, 1)),
+                     [&](int64_t b, int64_t e) { k.forward_channels_first(x, gp, C, S, b, e, y); });
   }
 }
 
@@ -67,36 +100,18 @@ void channel_gate_backward_cpu(const GateLayout& l, const T* grad_y, const T* x,
                                double threshold, T* grad_x, T* grad_gate) {
   const std::vector<T> g = effective_gates(gate, l.channels, has_threshold, threshold);
   const T* gp = g.data();
-  const int64_t C = l.channels;
-  // grad_gate[c] = sum over n, s of grad_y * x: per row (channels-first) or per block of rows (channels-last)
-  // in T, then in double per chunk of rows, and the chunks in order (deterministic for a thread count).
+  const RowKernels<T> k = row_kernels<T>();
+  const int64_t C = l.channels, S = l.spatial;
+  // grad_gate[c] = sum over n, s of grad_y * x: per chunk of rows in T lanes, then in double per chunk, and
+  // the chunks in order (deterministic for a thread count).
   std::vector<double> gate_sum(static_cast<size_t>(C));
   if (l.channels_last) {
-    const int64_t rows = l.batch * l.spatial;
-    parallel_accumulate<double>(rows, C, gate_sum.data(), [&](int64_t b, int64_t e, double* acc) {
-      std::vector<T> partial(static_cast<size_t>(C));
-      for (int64_t r0 = b; r0 < e; r0 += kRowsPerPartial) {
-        std::fill(partial.begin(), partial.end(), T(0));
-        T* pp = partial.data();
-        for (int64_t r = r0; r < std::min(e, r0 + kRowsPerPartial); ++r) {
-          const T* gyr = grad_y + r * C;
-          const T* xr = x + r * C;
-          T* gxr = grad_x + r * C;
-          for (int64_t c = 0; c < C; ++c) {
-            gxr[c] = gyr[c] * gp[c];
-            pp[c] += gyr[c] * xr[c];
-          }
-        }
-        for (int64_t c = 0; c < C; ++c) acc[c] += static_cast<double>(pp[c]);
-      }
+    parallel_accumulate<double>(l.batch * S, C, gate_sum.data(), [&](int64_t b, int64_t e, double* acc) {
+      k.backward_channels_last(grad_y, x, gp, C, b, e, grad_x, acc);
     }, kGrain / std::max<int64_t>(C, 1));
   } else {
-    const int64_t rows = l.batch * C, S = l.spatial;
-    parallel_accumulate<double>(rows, C, gate_sum.data(), [&](int64_t b, int64_t e, double* acc) {
-      for (int64_t r = b; r < e; ++r) {
-        const int64_t c = r % C;
-        acc[c] += static_cast<double>(scale_and_dot(grad_y + r * S, x + r * S, gp[c], S, grad_x + r * S));
-      }
+    parallel_accumulate<double>(l.batch * C, C, gate_sum.data(), [&](int64_t b, int64_t e, double* acc) {
+      k.backward_channels_first(grad_y, x, gp, C, S, b, e, grad_x, acc);
     }, kGrain / std::max<int64_t>(S, 1));
   }
   for (int64_t c = 0; c < C; ++c) {
