@@ -42,3 +42,40 @@ def test_first_derivative_under_create_graph_matches_reference():
     ref = torch.autograd.grad(reference.sep_conv2d(x, dw, pw, padding=1).sum(), (x, dw, pw))
     for a, b in zip(fused, ref):
         torch.testing.assert_close(a, b)
+
+
+def _channel_gate_inputs(requires_grad=(True, True)):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64, requires_grad=requires_grad[0])
+    gate = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=requires_grad[1])
+    return x, gate
+
+
+@pytest.mark.parametrize("requires_grad", [(True, False), (False, True)], ids=["x only", "gate only"])
+def test_channel_gate_gradient_of_one_input(requires_grad):
+    """channel_gate's hand-written node (no torch.autograd.Function): an input that does not require grad."""
+    x, gate = _channel_gate_inputs(requires_grad)
+    wanted = x if requires_grad[0] else gate
+    (fused,) = torch.autograd.grad(channel_gate(x, gate).square().sum(), wanted)
+    (ref,) = torch.autograd.grad(reference.channel_gate(x, gate).square().sum(), wanted)
+    torch.testing.assert_close(fused, ref)
+
+
+def test_channel_gate_forward_mode_ad_raises_clear_error():
+    x, gate = _channel_gate_inputs()
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(x.detach(), torch.ones_like(x))
+        with pytest.raises(RuntimeError, match="no forward-mode derivative"):
+            channel_gate(dual, gate)
+
+
+def test_channel_gate_under_compiled_autograd_matches_reference():
+    from torch._dynamo import compiled_autograd
+
+    x, gate = _channel_gate_inputs()
+    with compiled_autograd._enable(torch.compile(backend="eager")):
+        channel_gate(x, gate).square().sum().backward()
+    fused = (x.grad, gate.grad)
+    ref = torch.autograd.grad(reference.channel_gate(x, gate).square().sum(), (x, gate))
+    for a, b in zip(fused, ref):
+        torch.testing.assert_close(a, b)
