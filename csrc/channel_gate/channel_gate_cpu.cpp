@@ -37,20 +37,11 @@ constexpr int64_t kGrain = 1 << 14;
 constexpr int64_t kTermsPerPartial = 256;
 
 #if PYACCEL_NAS_X86_AVX2
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
+PYACCEL_NAS_AVX2_BEGIN
 namespace gate_avx2 {
 #include "channel_gate_rows.inc"
 }  // namespace gate_avx2
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+PYACCEL_NAS_AVX2_END
 #endif
 
 namespace gate_base {

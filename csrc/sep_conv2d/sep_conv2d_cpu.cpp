@@ -102,12 +102,7 @@ int64_t backward_scratch(const SepConv2dShape& s, const PlaneGeom& g, const Inne
 }  // namespace
 
 #if PYACCEL_NAS_X86_AVX2
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
-#endif
+PYACCEL_NAS_AVX2_BEGIN
 namespace sepconv_avx2 {
 #define SC_FMA_PS(a, b, c) ((VT<float>::V)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
 #define SC_FMA_PD(a, b, c) ((VT<double>::V)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
@@ -115,11 +110,7 @@ namespace sepconv_avx2 {
 #undef SC_FMA_PS
 #undef SC_FMA_PD
 }  // namespace sepconv_avx2
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC pop_options
-#endif
+PYACCEL_NAS_AVX2_END
 #endif
 
 namespace sepconv_base {
