@@ -10,6 +10,7 @@ GPU test suite and compute-sanitizer do: benchmarks/gpu_check.sh).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -148,6 +149,31 @@ def test_multires_sum(emulated, n, c, out, sizes, layout, linear, dtype):
     assert_close(grad_weights, grads[0], dtype)
     for actual, expected in zip(grad_branches, grads[1:]):
         assert_close(actual, expected, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["contiguous", "misaligned"])  # the vector and the scalar path
+@pytest.mark.parametrize("linear", [False, True])
+@pytest.mark.parametrize("zero_reader", [False, True])
+def test_multires_sum_infinite_branch_element(emulated, zero_reader, linear, layout, dtype):
+    """An inf read by a gradient 0 gives the weight gradient NaN (inf * 0) as in the reference, not +-inf;
+    read by positive gradients only, +inf."""
+    branches = [random((1, 2, 8, 8), dtype, 10), random((1, 2, 4, 4), dtype, 11)]
+    branches[1][0, 1, 2, 2] = float("inf")  # not element 1, which the reference's bilinear also reads with weight 0
+    weights = random((2,), dtype, 5)
+    grad_out = random((1, 2, 8, 8), torch.float64, 6).abs() + 0.5
+    grad_out[0, 1, 4, 4] = 0.0 if zero_reader else 1.0  # reads it
+    wide = [t.double().requires_grad_() for t in (weights, *branches)]
+    y_ref = reference.multires_sum(wide[1:], wide[0], mode="bilinear" if linear else "nearest")
+    expected = torch.autograd.grad(y_ref, wide[0], grad_out)[0]
+    prepare = preparer(layout, None)
+    _, grad_weights = emulated.multires_sum(
+        [prepare(b) for b in branches], weights, prepare(torch.empty(1, 2, 8, 8, dtype=dtype)),
+        prepare(grad_out.to(dtype)), [prepare(torch.empty_like(b)) for b in branches], linear,
+    )
+    assert math.isnan(expected[1]) if zero_reader else expected[1] == float("inf")
+    assert_close(grad_weights[:1], expected[:1], dtype)
+    torch.testing.assert_close(grad_weights[1:].double(), expected[1:], equal_nan=True)
 
 
 def strided(t: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import DEVICES, LAYOUTS, check_against_reference, check_compiles_fullgraph, dispatch_key, in_layout
@@ -132,6 +134,29 @@ def test_dispatches_to_cpp_kernel(device):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyaccel_nas::{name}", dispatch_key(device))
 
 
+@pytest.mark.parametrize("readers", ["all positive", "one zero", "both signs"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_infinite_branch_element_gives_the_reference_weight_gradient(device, mode, layout, readers):
+    """The weight gradient sums grad_out * upsample(branch): an inf read by a gradient 0 gives NaN (inf * 0),
+    read by gradients of both signs NaN (inf - inf), and only by positive ones +inf."""
+    branches, weights = make_branches(2, 3, [(8, 8), (4, 4)], device=device)
+    branches[1][1, 2, 2, 2] = float("inf")  # not element 1, which the reference's bilinear also reads with weight 0
+    grad_out = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64) + 0.5
+    grad_out[1, 2, 4, 4] = {"all positive": 1.0, "one zero": 0.0, "both signs": -1.0}[readers]  # one reader
+
+    def value_and_grads(op):
+        leaves = [t.clone().requires_grad_() for t in (weights, *(in_layout(b, layout) for b in branches))]
+        y = op(leaves[1:], leaves[0], mode=mode)
+        return [y, *torch.autograd.grad(y, leaves, grad_out.to(device))]
+
+    expected = value_and_grads(reference.multires_sum)
+    weight_grad = expected[1][1].item()
+    assert weight_grad == float("inf") if readers == "all positive" else math.isnan(weight_grad)
+    for actual, wanted in zip(value_and_grads(multires_sum), expected):
+        torch.testing.assert_close(actual, wanted, equal_nan=True)
+
+
 @pytest.mark.slow
 def test_torch_compile_fullgraph_forward_backward(device):
     branches, weights = make_branches(4, 8, [(8, 8), (4, 4), (2, 2)], dtype=torch.float32, device=device)
@@ -167,6 +192,12 @@ BAD_INPUTS = [
 def test_bad_input_raises_clear_error(desc, args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         multires_sum(*args, **kwargs)
+
+
+@pytest.mark.parametrize("size", [[8.7, 8.2], (8.0, 8), [True, 8], 8])
+def test_size_of_non_integers_is_refused_not_truncated(size):
+    with pytest.raises(ValueError, match="`size` must be a sequence of ints"):
+        multires_sum([_b(1, 2, 4, 4)], torch.randn(1), size=size)
 
 
 @pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])

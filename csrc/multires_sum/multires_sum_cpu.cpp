@@ -212,6 +212,35 @@ void add_downsampled_row(T* acc, const T* g, T scale, int64_t in, int64_t f) {
   }
 }
 
+// grad_weights[k] summed as the reference sums grad_y * upsample(b_k): every product of a branch element
+// with a gradient that reads it, on its own. The backward's <P^T grad_y, b_k> regroups that sum and equals it
+// for finite numbers only: an infinite element read by gradients 0, or of both signs, gives NaN (inf * 0,
+// inf - inf), where its gathered gradient times it gives +-inf. Rare, so one thread.
+template <typename T>
+double weight_grad_by_reader(const MultiresShape& s, const MultiresBranch& b, const BranchTaps& taps,
+                             const T* branch, const T* grad_y, Strides5 gys) {
+  const AxisGather gt = axis_gather(taps.t, b.t), gh = axis_gather(taps.h, b.h), gw = axis_gather(taps.w, b.w);
+  const int64_t rows = s.batch * s.channels * b.t * b.h;
+  double sum = 0.0;
+  RowCursor at(0, s.channels, b.t, b.h);
+  for (int64_t row = 0; row < rows; ++row, at.next()) {
+    const T* src = branch + at.n * b.strides.n + at.c * b.strides.c + at.t * b.strides.t + at.h * b.strides.h;
+    const T* g = grad_y + at.n * gys.n + at.c * gys.c;
+    for (int64_t w = 0; w < b.w; ++w) {
+      const double x = static_cast<double>(src[w * b.strides.w]);
+      for (int64_t it = gt.begin[at.t]; it < gt.begin[at.t + 1]; ++it) {
+        for (int64_t ih = gh.begin[at.h]; ih < gh.begin[at.h + 1]; ++ih) {
+          for (int64_t iw = gw.begin[w]; iw < gw.begin[w + 1]; ++iw) {
+            const T* read = g + gt.out_index[it] * gys.t + gh.out_index[ih] * gys.h + gw.out_index[iw] * gys.w;
+            sum += gt.weight[it] * gh.weight[ih] * gw.weight[iw] * static_cast<double>(*read) * x;
+          }
+        }
+      }
+    }
+  }
+  return sum;
+}
+
 }  // namespace
 
 template <typename T>
@@ -328,6 +357,7 @@ void multires_sum_backward_cpu(const MultiresShape& s, const std::vector<Multire
         }
       }
     });
+    if (!std::isfinite(dot)) dot = weight_grad_by_reader(s, b, taps[k], branches[k], grad_y, gys);
     grad_weights[k] = static_cast<T>(dot);
   }
 }

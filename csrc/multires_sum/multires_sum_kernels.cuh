@@ -4,6 +4,8 @@
 // at the output's resolution is read with 16-byte loads.
 #pragma once
 
+#include <ATen/NumericUtils.h>
+
 #include "../common/cuda_utils.cuh"
 #include "multires_sum.h"
 
@@ -165,10 +167,10 @@ __global__ void multires_forward_kernel(const BranchGroup<T> group, const T* __r
 }
 
 // The transpose of the interpolation: sum over the outputs that read branch element q of their gradient
-// times the weight they read it with.
+// times the weight they read it with, each term times `times` (see multires_backward_kernel).
 template <typename T, typename acc_t>
 __device__ acc_t gather_grad(const T* grad_y, const Strides5& gs, int64_t bt, int64_t bh, int64_t bw,
-                             const MultiresShape& s, const Coord& q) {
+                             const MultiresShape& s, const Coord& q, acc_t times = acc_t(1)) {
   int64_t t0, t1, h0, h1, w0, w1;
   readers_of(q.t, bt, s.out_t, s.linear, t0, t1);
   readers_of(q.h, bh, s.out_h, s.linear, h0, h1);
@@ -184,7 +186,7 @@ __device__ acc_t gather_grad(const T* grad_y, const Strides5& gs, int64_t bt, in
       const T* row = base + ot * gs.t + oh * gs.h;
       for (int64_t ow = w0; ow < w1; ++ow) {
         const acc_t ww = tap_weight<acc_t>(ow, q.w, bw, s.out_w, s.linear);
-        if (ww != acc_t(0)) sum += wt * wh * ww * static_cast<acc_t>(row[ow * gs.w]);
+        if (ww != acc_t(0)) sum += wt * wh * ww * static_cast<acc_t>(row[ow * gs.w]) * times;
       }
     }
   }
@@ -192,7 +194,10 @@ __device__ acc_t gather_grad(const T* grad_y, const Strides5& gs, int64_t bt, in
 }
 
 // Backward of one branch k: G = P_k^T grad_y (gathered), grad_branch = weights[k] * G, and block p of the
-// fixed grid writes partial[p * num_branches + k] = sum of G * branch over its elements.
+// fixed grid writes partial[p * num_branches + k] = sum of G * branch over its elements. That regroups the
+// reference's sum(grad_y * P_k branch) and equals it for finite elements only: an infinite one is multiplied
+// with each gradient that reads it on its own, so that gradients 0, or of both signs, give NaN (inf * 0,
+// inf - inf) as in the reference, not +-inf.
 template <typename T, int V>
 __global__ void multires_backward_kernel(const T* __restrict__ branch, int64_t bt, int64_t bh, int64_t bw,
                                          bool identity, const T* __restrict__ grad_y, const Strides5 gys,
@@ -206,11 +211,15 @@ __global__ void multires_backward_kernel(const T* __restrict__ branch, int64_t b
   for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
        u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t i = u * V;
-    acc_t g[V];
+    const Vec<T, V> b = load_vec<T, V>(branch + i);
+    acc_t g[V], term[V];  // term: element j's share of the sum of G * branch
     if (identity) {
       const Vec<T, V> v = load_vec<T, V>(grad_y + i);
 #pragma unroll
-      for (int j = 0; j < V; ++j) g[j] = static_cast<acc_t>(v.v[j]);
+      for (int j = 0; j < V; ++j) {
+        g[j] = static_cast<acc_t>(v.v[j]);
+        term[j] = g[j] * static_cast<acc_t>(b.v[j]);  // one reader: no regrouping
+      }
     } else {
       const Coord q0 = coord_of(i, s.channels, bt, bh, bw, channels_last);
 #pragma unroll
@@ -218,14 +227,15 @@ __global__ void multires_backward_kernel(const T* __restrict__ branch, int64_t b
         Coord q = q0;
         if (channels_last) q.c += j; else q.w += j;
         g[j] = gather_grad<T, acc_t>(grad_y, gys, bt, bh, bw, s, q);
+        const acc_t bj = static_cast<acc_t>(b.v[j]);
+        term[j] = at::_isinf(bj) ? gather_grad<T, acc_t>(grad_y, gys, bt, bh, bw, s, q, bj) : g[j] * bj;
       }
     }
-    const Vec<T, V> b = load_vec<T, V>(branch + i);
     Vec<T, V> gb;
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       gb.v[j] = static_cast<T>(wk * g[j]);
-      dot += g[j] * static_cast<acc_t>(b.v[j]);
+      dot += term[j];
     }
     store_vec<T, V>(grad_branch + i, gb);
   }

@@ -41,3 +41,13 @@ def int_pair(op: str, name: str, value, *, minimum: int) -> list[int]:
     if any(v < minimum or v >= 2**31 for v in pair):
         raise ValueError(f"{op}: `{name}` must be >= {minimum} (and < 2**31), got {value!r}")
     return pair
+
+
+def int_list(op: str, name: str, value) -> list[int]:
+    """Checks a sequence of ints (as interpolate takes a size) and returns it as a list. A float is refused,
+    not truncated: int(8.7) would compute a size nobody asked for."""
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(
+        isinstance(v, (int, torch.SymInt)) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError(f"{op}: `{name}` must be a sequence of ints, got {value!r}")
+    return [int(v) for v in value]

@@ -9,7 +9,7 @@ import torch
 from pyaccel_nas import _extension
 from pyaccel_nas.ops import reference
 from pyaccel_nas.ops._layout import empty_in_format, output_memory_format
-from pyaccel_nas.ops._validation import check_same_device_dtype, check_tensor
+from pyaccel_nas.ops._validation import check_same_device_dtype, check_tensor, int_list
 
 OP = "multires_sum"
 LINEAR_MODE = {4: "bilinear", 5: "trilinear"}
@@ -70,7 +70,7 @@ def multires_sum(
     Returns (N, C, *size), in the memory layout of ``branches[0]``.
     """
     if size is not None:
-        size = [int(s) for s in size]
+        size = int_list(OP, "size", size)
     run_reference = _extension.autocast_enabled(weights)
     if not run_reference:
         _check(branches, weights, size, mode)
