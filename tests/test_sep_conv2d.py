@@ -209,6 +209,7 @@ BAD_INPUTS = [
     ("huge padding", (torch.randn(1, 4, 8, 8), torch.randn(4, 1, 3, 3), torch.randn(5, 4, 1, 1)), {"padding": 2**40}, "`padding` must be >= 0"),
     ("kernel larger than input", (torch.randn(1, 4, 2, 2), torch.randn(4, 1, 5, 5), torch.randn(5, 4, 1, 1)), {}, "smaller than the dilated kernel"),
     ("stride of 3 ints", (torch.randn(1, 4, 8, 8), torch.randn(4, 1, 3, 3), torch.randn(5, 4, 1, 1)), {"stride": (1, 1, 1)}, "`stride` must be an int or a pair"),
+    ("zero channels", (torch.randn(2, 0, 8, 8), torch.randn(0, 1, 3, 3), torch.randn(5, 0, 1, 1)), {}, "`x` must have C >= 1"),
 ]
 
 
@@ -227,3 +228,14 @@ def test_bad_input_to_raw_op_raises_value_error(desc, args, kwargs, message):
     stride, padding, dilation = (pair(kwargs.get(k, d)) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
     with pytest.raises(ValueError, match="pyaccel_nas::sep_conv2d"):
         OP(x, dw, pw, bias, stride, padding, dilation, True)
+
+
+def test_zero_channels_are_refused_by_the_reference_and_the_fake_kernel_too():
+    """C = 0 is refused everywhere: by the wrapper and the C++ op (BAD_INPUTS), by the fake kernel, and by the
+    reference, as torch's conv2d refuses groups = 0."""
+    x, dw, pw, b = make_inputs(2, 0, 5, 8, 8, 3, 3)
+    with pytest.raises(RuntimeError, match="groups"):
+        reference.sep_conv2d(x, dw, pw, b)
+    meta = [t.to("meta") for t in (x, dw, pw, b)]
+    with pytest.raises(ValueError, match="`x` must have C >= 1"):
+        OP(*meta, [1, 1], [0, 0], [1, 1], True)

@@ -33,6 +33,8 @@ SepConv2dShape check_args(const at::Tensor& x, const at::Tensor& dw, const at::T
   TORCH_CHECK_VALUE(x.dim() == 4, kOp, ": `x` must have rank 4 (N, C, H, W), got rank ", x.dim(), " with shape ", x.sizes());
   check_floating(x, kOp, "x");
   const int64_t C = x.size(1);
+  // a depthwise conv of no channels has no groups: torch's conv2d (the reference) refuses it too
+  TORCH_CHECK_VALUE(C > 0, kOp, ": `x` must have C >= 1 channels, got shape ", x.sizes());
   check_same_device_dtype(dw, x, kOp, "dw_weight", "x");
   check_same_device_dtype(pw, x, kOp, "pw_weight", "x");
   TORCH_CHECK_VALUE(dw.dim() == 4 && dw.size(0) == C && dw.size(1) == 1 && dw.size(2) > 0 && dw.size(3) > 0, kOp,

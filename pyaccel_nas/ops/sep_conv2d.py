@@ -34,6 +34,8 @@ def _check(x, dw_weight, pw_weight, pw_bias, stride, padding, dilation) -> list[
     check_same_device_dtype(OP, "dw_weight", dw_weight, "x", x)
     check_same_device_dtype(OP, "pw_weight", pw_weight, "x", x)
     n, c, h, w = x.shape
+    if c < 1:  # a depthwise conv of no channels has no groups: torch's conv2d (the reference) refuses it too
+        raise ValueError(f"{OP}: `x` must have C >= 1 channels, got shape {tuple(x.shape)}")
     if dw_weight.dim() != 4 or dw_weight.shape[0] != c or dw_weight.shape[1] != 1 or min(dw_weight.shape[2:]) < 1:
         raise ValueError(f"{OP}: `dw_weight` must have shape (C, 1, kh, kw) with C = {c}, got {tuple(dw_weight.shape)}")
     if pw_weight.dim() != 4 or pw_weight.shape[0] < 1 or pw_weight.shape[1] != c or tuple(pw_weight.shape[2:]) != (1, 1):
