@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import warnings
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from mdp_helpers import example, randomised
-from pyaccel_nas.mdp import export_model, load_model, prune, save_model
+from pyaccel_nas.mdp import ArchConfig, MDPNet, export_model, load_model, prune, save_model
 from pyaccel_nas.mdp.export import fold_batchnorms
 
 
@@ -30,15 +31,17 @@ def test_save_and_load_round_trip(pruned, tmp_path):
     x = example(model)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     # the weights are tensors only: the safe loader reads them
-    assert set(torch.load(path, weights_only=True)) == set(model.state_dict())
+    assert set(torch.load(path, weights_only=True)["state_dict"]) == set(model.state_dict())
 
 
 def test_load_refuses_mismatched_weights_and_code_in_the_weights(pruned, tmp_path):
     model, over = pruned
     path = save_model(model, tmp_path / "pruned.pt")
-    torch.save(over.state_dict(), path)  # weights of another architecture
-    with pytest.raises(ValueError, match="do not fit"):
+    # weights of another architecture under this config's digest
+    torch.save({**torch.load(path, weights_only=True), "state_dict": over.state_dict()}, path)
+    with pytest.raises(ValueError, match="do not fit") as refused:
         load_model(path)
+    assert "\n" not in str(refused.value)  # the line per tensor stays in the chained exception
 
     class Payload:
         def __reduce__(self):
@@ -47,6 +50,41 @@ def test_load_refuses_mismatched_weights_and_code_in_the_weights(pruned, tmp_pat
     path.write_bytes(pickle.dumps({"x": Payload()}, protocol=2))
     with pytest.raises(pickle.UnpicklingError):
         load_model(path)
+
+
+def with_other_first_factor(config: ArchConfig) -> ArchConfig:
+    """``config`` with its first block at another resolution: another network, the same state_dict layout."""
+    first = config.blocks[0]
+    factor = (2,) * config.dims if first.factors[0] == (1,) * config.dims else (1,) * config.dims
+    other = config.replace_blocks([dataclasses.replace(first, factors=(factor,)), *config.blocks[1:]])
+    return ArchConfig.from_json(other.to_json())  # validated: the factor fits
+
+
+def test_load_refuses_the_config_of_another_network(pruned, tmp_path):
+    model, _ = pruned
+    path = save_model(model, tmp_path / "pruned.pt")
+    other = with_other_first_factor(model.config)
+    MDPNet(other).load_state_dict(model.state_dict())  # the shapes cannot tell the two apart
+    other.save(tmp_path / "pruned.json")
+    with pytest.raises(ValueError, match="do not belong together") as refused:
+        load_model(path)
+    message = str(refused.value)
+    assert str(path) in message and str(tmp_path / "pruned.json") in message and "\n" not in message
+
+
+def test_load_refuses_weights_without_the_config_digest_until_adopted(pruned, tmp_path):
+    """A bare state_dict (what save_model wrote before the digest) is refused, not trusted; load_model's
+    docstring says how whoever knows the pair belongs together adopts it."""
+    model, _ = pruned
+    path = save_model(model, tmp_path / "pruned.pt")
+    torch.save(model.state_dict(), path)
+    with pytest.raises(ValueError, match="without the digest") as refused:
+        load_model(path)
+    assert "\n" not in str(refused.value)
+    adopted = MDPNet(ArchConfig.load(tmp_path / "pruned.json"))
+    adopted.load_state_dict(torch.load(path, weights_only=True))
+    save_model(adopted, path)
+    assert load_model(path).config == model.config
 
 
 def test_load_validates_the_config(pruned, tmp_path):

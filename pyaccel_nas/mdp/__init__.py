@@ -12,7 +12,7 @@
     costs = branch_costs(net, x, macs)         # each branch's MACs, a fraction of the plain network's
     # ... train with loss = ce + mdp_regulariser(alpha, eta, beta, costs)(net) ...
     result = prune(net.eval(), mac_budget=macs / 2, round_to=4)   # a physically smaller MDPNet
-    save_model(result.model, "pruned.pt")      # pruned.pt (state_dict) + pruned.json (architecture)
+    save_model(result.model, "pruned.pt")      # pruned.pt (weights) + pruned.json (architecture)
 
 Modules: :mod:`~pyaccel_nas.mdp.arch` (the JSON architecture), :mod:`~pyaccel_nas.mdp.layers` (blocks),
 :mod:`~pyaccel_nas.mdp.models` (built-in bases, user ``nn.Sequential`` models), :mod:`~pyaccel_nas.mdp.losses`,
