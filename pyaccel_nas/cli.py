@@ -5,6 +5,9 @@
     pyaccel-nas train        train one genotype at a setting and report validation and test accuracy
     pyaccel-nas prune        MDP: prune a CNN's channels and resolution (search, prune, fine-tune)
     pyaccel-nas info         versions, compiled kernels per op and device, and why an op would fall back
+
+A wrong setting or input (a bad genotype, journal or checkpoint, an output directory that holds a finished
+run) ends with one line, "pyaccel-nas: error: ...", and exit status 2; --debug shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -13,6 +16,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from pyaccel_nas.config import non_negative_float, positive_float
+from pyaccel_nas.validation import shorten
+
+# an error message quoting a huge input (anything's repr) must not flood the terminal
+MESSAGE_LIMIT = 2000
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -42,7 +51,7 @@ def _search(args: argparse.Namespace) -> int:
     for flag, value in (("--max-skips", args.max_skips), ("--unrolled", args.unrolled or None),
                         ("--reference-ops", args.reference_ops or None)):
         if value is not None:
-            raise SystemExit(f"pyaccel-nas search: {flag} applies to --strategy darts only")
+            raise ValueError(f"{flag} applies to --strategy darts only")
     overrides = {
         "strategy": args.strategy, "dataset": args.dataset, "data_root": args.data_root, "proxy": args.proxy,
         "cycles": args.cycles, "budget": args.budget, "seed": args.seed, "final_top": args.final_top,
@@ -57,6 +66,8 @@ def _search(args: argparse.Namespace) -> int:
           f"({result['cost']['epochs']} network-epochs), stopped by {result['stopped_by']}")
     if best is not None:
         print(f"best validation accuracy {best['val_accuracy']:.4f} (network {best['network_id']})")
+    else:
+        print("no network finished training: every evaluation failed (each listed in result.json)")
     if result["failed"]:
         print(f"{len(result['failed'])} evaluations failed after {args.retries} retries (listed in result.json)")
     for entry in result["final"]["networks"]:
@@ -71,7 +82,7 @@ def _darts_search(args: argparse.Namespace) -> int:
     from pyaccel_nas.econas.darts import darts_preset, run_darts
 
     if args.cycles is not None:
-        raise SystemExit("pyaccel-nas search: --cycles does not apply to --strategy darts (the proxy's epochs do)")
+        raise ValueError("--cycles does not apply to --strategy darts (the proxy's epochs do)")
     overrides = {
         "dataset": args.dataset, "data_root": args.data_root, "proxy": args.proxy, "budget": args.budget,
         "seed": args.seed, "final_top": args.final_top, "final_proxy": args.final_proxy, "layers": args.layers,
@@ -118,23 +129,27 @@ def _train(args: argparse.Namespace) -> int:
     from pyaccel_nas.econas.network import NetworkConfig
     from pyaccel_nas.econas.proxy import Proxy
     from pyaccel_nas.econas.trainer import TrainRecipe
+    from pyaccel_nas.exec.files import write_json_atomically
+    from pyaccel_nas.validation import claim_output_dir
 
     setting = Proxy.parse(args.setting)
+    genotype = Genotype.load(args.genotype)
+    recipe = TrainRecipe(batch_size=args.batch_size, learning_rate=args.learning_rate)
+    out = claim_output_dir(args.out, "train.json", overwrite=args.overwrite)
     task = EvaluationTask(
-        network_id=0, genotype=Genotype.load(args.genotype), proxy=setting,
+        network_id=0, genotype=genotype, proxy=setting,
         data=DataSpec(args.dataset, args.data_root, split_seed=args.seed),
         base_config=NetworkConfig(channels=args.channels, layers=args.layers),
-        recipe=TrainRecipe(batch_size=args.batch_size, learning_rate=args.learning_rate),
-        target_epochs=setting.epochs, schedule_epochs=setting.epochs, seed=args.seed,
-        checkpoint_dir=str(args.out), report_test=True,
+        recipe=recipe, target_epochs=setting.epochs, schedule_epochs=setting.epochs, seed=args.seed,
+        run_dir=str(out.resolve()), report_test=True,
     )
     result = run_evaluation(task)
     summary = {"genotype": task.genotype.to_dict(), "setting": str(setting), "dataset": args.dataset,
                "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
                "checkpoint": result.checkpoint, "seconds": result.seconds}
-    (Path(args.out) / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomically(out / "train.json", summary)
     print(f"{setting} on {args.dataset}: val {result.val_accuracy:.4f} test {result.test_accuracy:.4f} "
-          f"({result.seconds:.1f} s); wrote {Path(args.out) / 'train.json'}")
+          f"({result.seconds:.1f} s); wrote {out / 'train.json'}")
     return 0
 
 
@@ -152,7 +167,7 @@ def _prune(args: argparse.Namespace) -> int:
     elif args.mac_reduction is not None:
         overrides["mac_reduction"] = args.mac_reduction
     config = preset(args.preset, **overrides)
-    report = run_prune(config, args.out, progress=not args.quiet)
+    report = run_prune(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print(f"{config.model} on {config.dataset}: MACs {report['macs']['before']:.4g} -> {report['macs']['after']:.4g} "
           f"(/{report['macs_reduction']:.2f}), params {report['params']['before']} -> {report['params']['after']}, "
           f"CPU latency (batch {config.latency_batch}) {report['cpu_latency_ms']['before']:.1f} -> "
@@ -220,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(search, None)
     search.add_argument("--proxy", help="training setting of the search, c{x}r{y}s{z}e{n} (paper: c4r4s0e60)")
     search.add_argument("--cycles", type=int, help="search cycles (paper: 100)")
-    search.add_argument("--budget", type=float, help="stop before the training cost passes this many MACs")
+    search.add_argument("--budget", type=positive_float, help="stop before the training cost passes this many MACs")
     search.add_argument("--seed", type=int, help="default: 0")
     search.add_argument("--layers", type=int, help="cells in the network (paper: 20)")
     search.add_argument("--channels", type=int, help="channels of the first cells before the proxy divides them (36)")
@@ -259,9 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--layers", type=int, default=20)
     train.add_argument("--channels", type=int, default=36)
     train.add_argument("--batch-size", type=int, default=96)
-    train.add_argument("--learning-rate", type=float, default=0.025)
+    train.add_argument("--learning-rate", type=positive_float, default=0.025)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", required=True, type=Path)
+    train.add_argument("--out", required=True, type=Path, help="output directory (checked writable before training)")
+    train.add_argument("--overwrite", action="store_true", help="replace the run in OUT if it has a train.json "
+                                                                "(refused otherwise)")
     train.set_defaults(run=_train)
 
     from pyaccel_nas.mdp.models import MODELS
@@ -283,32 +300,56 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "the baseline)")
     prune.add_argument("--search-epochs", type=int)
     prune.add_argument("--finetune-epochs", type=int)
-    prune.add_argument("--learning-rate", type=float,
+    prune.add_argument("--learning-rate", type=positive_float,
                        help="initial SGD learning rate of pre-training and the baseline (the search goes on from "
                             "the rate the baseline's cosine schedule has reached)")
-    prune.add_argument("--finetune-learning-rate", type=float,
+    prune.add_argument("--finetune-learning-rate", type=positive_float,
                        help="initial learning rate of the fine-tuning's own cosine schedule")
-    prune.add_argument("--alpha", type=float, help="weight of the branch-entropy loss L_st")
-    prune.add_argument("--eta", type=float, help="weight of the gate L1 loss L_gate")
-    prune.add_argument("--beta", type=float, help="weight of the resolution cost L_cost (expected MACs of the "
-                                                  "resolution branches; 0: choose resolutions by accuracy alone)")
+    prune.add_argument("--alpha", type=non_negative_float, help="weight of the branch-entropy loss L_st")
+    prune.add_argument("--eta", type=non_negative_float, help="weight of the gate L1 loss L_gate")
+    prune.add_argument("--beta", type=non_negative_float,
+                       help="weight of the resolution cost L_cost (expected MACs of the resolution branches; 0: "
+                            "choose resolutions by accuracy alone)")
     target = prune.add_mutually_exclusive_group()
-    target.add_argument("--mac-reduction", type=float, help="prune to the unpruned MACs divided by this (default 2)")
-    target.add_argument("--threshold", type=float, help="instead: remove channels whose gates are below this")
+    target.add_argument("--mac-reduction", type=positive_float,
+                        help="prune to the unpruned MACs divided by this (default 2); one that no pruning of the "
+                             "model could reach is refused before training")
+    target.add_argument("--threshold", type=non_negative_float,
+                        help="instead: remove channels whose gates are below this")
     prune.add_argument("--round-to", type=int, help="channel counts are multiples of this (default 4)")
     prune.add_argument("--out", required=True, type=Path, help="output directory")
+    prune.add_argument("--overwrite", action="store_true", help="replace the run in OUT if it has a report.json "
+                                                                "(refused otherwise)")
     prune.add_argument("--quiet", action="store_true", help="no progress bar")
     prune.set_defaults(run=_prune)
 
     info = commands.add_parser("info", help="versions, compiled kernels and fallbacks")
     info.add_argument("--json", action="store_true", help="print the full report as JSON")
     info.set_defaults(run=_info)
+
+    debug = "on an error, show the traceback instead of one line"
+    parser.add_argument("--debug", action="store_true", help=debug)
+    for command in commands.choices.values():  # also after the command; SUPPRESS keeps a --debug given before it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    from pyaccel_nas.econas.journal import JournalError
+    from pyaccel_nas.exec.base import EnvironmentFailure
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    # what the user asked for or handed in: settings, input files, the output directory, the dataset, the
+    # machine (ValueError, OSError), a journal of another search. Any other exception is a bug: its
+    # traceback stays.
+    except (ValueError, OSError, JournalError, EnvironmentFailure) as exc:
+        if args.debug:
+            raise
+        print(f"{parser.prog}: error: {shorten(str(exc), MESSAGE_LIMIT)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ on :class:`ModelTrainer`: EcoNAS adds genotypes and checkpoints, MDP adds its re
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from pyaccel_nas.data import Dataset
+from pyaccel_nas.validation import require_finite
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,12 @@ class TrainRecipe:
     batch_size: int = 96
     augment: bool = True
 
+    def __post_init__(self) -> None:
+        require_finite(self, "learning_rate", "momentum", "weight_decay", "grad_clip")
+        for name in ("learning_rate", "grad_clip", "batch_size"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainRecipe: `{name}` must be > 0, got {getattr(self, name)!r}")
+
 
 @dataclass(frozen=True)
 class EpochStats:
@@ -36,14 +44,24 @@ class EpochStats:
     learning_rate: float
 
 
+class TrainingDiverged(ValueError):
+    """The training loss is NaN or infinite (the learning rate is too high, as a rule): nothing trained from
+    there is worth the time, and no result may report the NaN."""
+
+
 class BatchTally:
-    """Running mean loss and accuracy over an epoch's training batches."""
+    """Running mean loss and accuracy over an epoch's training batches; a loss that is not finite raises
+    :class:`TrainingDiverged` at the batch that has it."""
 
     def __init__(self) -> None:
         self.loss_sum, self.correct, self.seen = 0.0, 0, 0
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        self.loss_sum += loss.item() * len(y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"training diverged: the loss is {value} after {self.seen} samples of the epoch; "
+                                   f"lower the learning rate")
+        self.loss_sum += value * len(y)
         self.correct += (logits.argmax(1) == y).sum().item()
         self.seen += len(y)
 

@@ -10,6 +10,7 @@ import torch
 from pyaccel_nas.data import load_dataset
 from pyaccel_nas.econas import Genotype, NetworkConfig
 from pyaccel_nas.econas.trainer import Trainer, TrainRecipe
+from pyaccel_nas.training import TrainingDiverged
 
 CONFIG = NetworkConfig(channels=4, layers=3, in_channels=1)
 RECIPE = TrainRecipe(batch_size=64, learning_rate=0.05)
@@ -69,3 +70,20 @@ def test_checkpoint_is_data_only_and_foreign_files_are_refused(digits, tmp_path)
     with pytest.raises(ValueError, match="not a pyaccel_nas EcoNAS checkpoint"):
         Trainer.load(tmp_path / "foreign.pt", digits)
     assert not list(tmp_path.glob("*.tmp"))  # the atomic write cleaned up
+
+
+def test_a_truncated_checkpoint_is_refused_naming_the_file(digits, tmp_path):
+    path = make_trainer(digits).save(tmp_path / "net.pt")
+    data = path.read_bytes()
+    for cut in (0, len(data) // 2, len(data) - 10):
+        path.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=f"^{path}: not a readable torch file"):
+            Trainer.load(path, digits)
+
+
+def test_a_diverging_training_stops_at_the_first_non_finite_loss(digits):
+    trainer = Trainer(Genotype.random(random.Random(0)), digits, CONFIG, schedule_epochs=2,
+                      recipe=TrainRecipe(batch_size=64, learning_rate=1e30), seed=0)
+    with pytest.raises(TrainingDiverged, match="the loss is (nan|inf)"):
+        trainer.train(2)
+    assert trainer.epochs_done == 0

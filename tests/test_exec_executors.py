@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pyaccel_nas.econas.search import preset, run_search
-from pyaccel_nas.exec import InlineExecutor, ProcessExecutor, make_executor
+from pyaccel_nas.exec import EnvironmentFailure, InlineExecutor, ProcessExecutor, make_executor
 
 ray = pytest.importorskip("ray")
 
@@ -122,3 +122,22 @@ def test_the_same_search_gives_the_same_result_on_every_executor(name, inline_se
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["trained_networks"] == 4 + 2 * 3 and result["best"]["val_accuracy"] > 0.1  # it really searched
     assert result == inline_search  # accuracies, cost, history, the final retraining: all exactly equal
+
+
+def machine_failure(task: tuple[str, bool]) -> str:
+    """Fails as the machine would (a full disk) when asked to, else finishes; counts its runs."""
+    path, fail = task
+    _attempt_number(path)
+    if fail:
+        raise EnvironmentFailure("cannot save: [Errno 28] No space left on device")
+    return path
+
+
+def test_a_failure_of_the_machine_stops_the_batch_and_is_neither_retried_nor_an_outcome(executor, tmp_path):
+    tasks = [(str(tmp_path / "disk-full"), True)] + [(str(tmp_path / f"task{i}"), False) for i in range(3)]
+    handed_back = []
+    with pytest.raises(EnvironmentFailure, match="No space left"):
+        for outcome in executor.run(machine_failure, tasks):
+            handed_back.append(outcome)
+    assert Path(tasks[0][0]).read_text() == "."  # run once: not retried
+    assert all(o.error is None and o.task != tasks[0] for o in handed_back)  # what finished is handed back

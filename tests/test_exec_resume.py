@@ -126,7 +126,7 @@ def other_genotype(line: str) -> str:
 
 @pytest.mark.parametrize("damage, message", [
     (lambda lines: ["{}"] + lines[1:], "not a search journal"),
-    (lambda lines: [lines[0].replace("journal/2", "journal/1")] + lines[1:], "not a search journal"),
+    (lambda lines: [lines[0].replace("journal/3", "journal/2")] + lines[1:], "not a search journal of this version"),
     (lambda lines: lines[:2] + ["{not json"] + lines[3:], "line 3 is corrupted"),
     (lambda lines: lines[:2] + [lines[2].replace('"network_id": ', '"network_id": "x", "was": ')] + lines[3:],
      "line 3 is corrupted"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -57,3 +58,31 @@ def test_bad_settings_are_refused_before_any_training(tmp_path):
         preset("smoke", model="resnet18")
     with pytest.raises(ValueError, match="3-D but dataset 'digits' holds images"):
         run_prune(preset("smoke", model="c3d", dataset="digits"), tmp_path)
+
+
+def test_prune_refuses_a_finished_run_and_an_unreachable_reduction_before_training(tmp_path, capsys, monkeypatch):
+    from pyaccel_nas import cli
+    from pyaccel_nas.mdp import pipeline
+
+    monkeypatch.setattr(pipeline, "_train", lambda *args: pytest.fail("trained before refusing"))
+    (tmp_path / "report.json").write_text("{}")
+    assert cli.main(["prune", "--preset", "smoke", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'report.json'} exists" in err and "--overwrite" in err
+    # resnet20 on 28x28 images: every block at 1/4 resolution and 4 channels a group is 1/233.7 of the MACs
+    argv = ["prune", "--preset", "smoke", "--mac-reduction", "300", "--out", str(tmp_path), "--overwrite"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "`mac_reduction` 300 is out of reach" in err and "at most 233.7" in err
+
+
+def test_a_budget_the_searched_resolutions_miss_fails_after_saving_the_baseline(tmp_path):
+    from pyaccel_nas.mdp.pipeline import preset, run_prune
+    from pyaccel_nas.mdp.prune import MacBudgetError
+
+    # reachable only if the one search epoch picked the lowest resolution in every block
+    saved = re.escape(f"the trained baseline is saved in {tmp_path / 'baseline.pt'}")
+    with pytest.raises(MacBudgetError, match=f"allow a `mac_reduction` of at most [0-9.]+ .*; {saved}$"):
+        run_prune(preset("smoke", mac_reduction=233), tmp_path, progress=False)
+    assert load_model(tmp_path / "baseline.pt")(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    assert not (tmp_path / "report.json").exists()

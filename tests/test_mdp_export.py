@@ -13,6 +13,7 @@ import torch
 from mdp_helpers import example, randomised
 from pyaccel_nas.mdp import ArchConfig, MDPNet, export_model, load_model, prune, save_model
 from pyaccel_nas.mdp.export import fold_batchnorms
+from pyaccel_nas.validation import CheckpointError
 
 
 @pytest.fixture(params=["resnet20", "c3d"])
@@ -34,7 +35,7 @@ def test_save_and_load_round_trip(pruned, tmp_path):
     assert set(torch.load(path, weights_only=True)["state_dict"]) == set(model.state_dict())
 
 
-def test_load_refuses_mismatched_weights_and_code_in_the_weights(pruned, tmp_path):
+def test_load_refuses_mismatched_weights_and_code_in_the_weights(pruned, tmp_path, capsys):
     model, over = pruned
     path = save_model(model, tmp_path / "pruned.pt")
     # weights of another architecture under this config's digest
@@ -48,8 +49,9 @@ def test_load_refuses_mismatched_weights_and_code_in_the_weights(pruned, tmp_pat
             return (print, ("ran code from the checkpoint",))
 
     path.write_bytes(pickle.dumps({"x": Payload()}, protocol=2))
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(CheckpointError, match="pruned.pt: not a readable torch file"):
         load_model(path)
+    assert "ran code" not in capsys.readouterr().out
 
 
 def with_other_first_factor(config: ArchConfig) -> ArchConfig:

@@ -65,6 +65,21 @@ def test_config_validation_names_the_problem(bad, message):
         ArchConfig.from_json(json.dumps(data))
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"[" * 100_000, "not JSON: nested too deeply"),
+    (b"\xff{}", "not JSON: 'utf-8' codec can't decode"),
+    (json.dumps({"format": "x" * 5_000_000}).encode(), "expected an object with keys"),
+    (json.dumps({**model_config("vgg", in_channels=1, num_classes=10, input_size=(28, 28)).to_dict(),
+                 "input_size": list(range(1_000_000))}).encode(), r"got \[0, 1, 2, .*\.\.\.\]$"),
+])
+def test_a_malformed_config_file_is_a_short_error_naming_it(tmp_path, content, message):
+    path = tmp_path / "pruned.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as error:
+        ArchConfig.load(path)
+    assert str(error.value).startswith(f"{path}: ") and len(str(error.value)) < 400
+
+
 def test_identity_shortcut_with_channel_change_is_refused():
     config = model_config("resnet20", in_channels=1, num_classes=10, input_size=(16, 16))
     data = config.to_dict()

@@ -45,8 +45,10 @@ from pyaccel_nas.econas.network import NetworkConfig
 from pyaccel_nas.econas.proxy import TRAINING_PASSES, Proxy
 from pyaccel_nas.econas.supernet import Supernet, skip_count
 from pyaccel_nas.econas.trainer import TrainRecipe
+from pyaccel_nas.exec.files import write_json_atomically
 from pyaccel_nas.nn import count_macs, set_fused
 from pyaccel_nas.training import BatchTally, descend
+from pyaccel_nas.validation import load_tensors, require_finite, shorten
 
 CHECKPOINT_FORMAT = "pyaccel_nas.econas.darts_checkpoint/1"
 CHECKPOINT_NAME = "darts_checkpoint.pt"
@@ -91,6 +93,8 @@ class DartsConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DartsConfig: `{name}` must be an int >= 1, got {value!r}")
+        require_finite(self, "budget", "learning_rate", "learning_rate_min", "momentum", "weight_decay", "grad_clip",
+                       "arch_learning_rate", "arch_weight_decay", "val_fraction")
         for name in ("learning_rate", "arch_learning_rate", "grad_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"DartsConfig: `{name}` must be > 0, got {getattr(self, name)!r}")
@@ -308,13 +312,13 @@ class DartsSearch:
     @classmethod
     def load(cls, path: str | Path, config: DartsConfig, dataset: Dataset) -> DartsSearch:
         """The search saved at ``path``, ready to continue; ``config`` must match the one it ran with."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: not a pyaccel_nas DARTS checkpoint (expected format {CHECKPOINT_FORMAT})")
         now = json.dumps(config.resume_settings(), sort_keys=True)
         if state["settings"] != now:
             raise ValueError(f"{path} belongs to a search with other settings; resume with the same command line.\n"
-                             f"  checkpoint: {state['settings']}\n  now:        {now}")
+                             f"  checkpoint: {shorten(str(state['settings']), 2000)}\n  now:        {now}")
         search = cls(config, dataset)
         search.model.load_state_dict(state["model"])
         search.weight_optimizer.load_state_dict(state["weight_optimizer"])
@@ -382,9 +386,7 @@ def run_darts(config: DartsConfig, out: str | Path, *, resume: bool = False, pro
         "final": final,
         "settings": dataclasses.asdict(config),
     }
-    tmp = out / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out / "result.json")
+    write_json_atomically(out / "result.json", result)
     from pyaccel_nas.econas.plots import draw_genotype, plot_alphas
 
     plot_alphas(result, out / "alphas.png")
@@ -404,7 +406,7 @@ def _retrain(config: DartsConfig, data: DataSpec, genotype, last: dict | None, o
         base_config=NetworkConfig(channels=config.final_channels, layers=config.final_layers),
         recipe=TrainRecipe(batch_size=config.batch_size, learning_rate=config.learning_rate),
         target_epochs=final_proxy.epochs, schedule_epochs=final_proxy.epochs, seed=config.seed,
-        checkpoint_dir=str(out / "checkpoints"), report_test=True,
+        run_dir=str(Path(out).resolve()), report_test=True,
     )
     result = run_evaluation(task)
     return {"proxy": str(final_proxy), "networks": [

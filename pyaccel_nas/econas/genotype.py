@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyaccel_nas.validation import parse_json, quote
+
 PRIMITIVES = (
     "none",
     "max_pool_3x3",
@@ -38,18 +40,21 @@ class GenotypeError(ValueError):
 
 def _validate_cell(name: str, edges) -> CellEdges:
     if not isinstance(edges, (list, tuple)) or len(edges) != NODES * EDGES_PER_NODE:
-        raise GenotypeError(f"`{name}` must list {NODES * EDGES_PER_NODE} (operation, input) edges, got {edges!r}")
+        raise GenotypeError(
+            f"`{name}` must list {NODES * EDGES_PER_NODE} (operation, input) edges, got {quote(edges)}"
+        )
     cell = []
     for index, edge in enumerate(edges):
         node = index // EDGES_PER_NODE
         if not isinstance(edge, (list, tuple)) or len(edge) != 2:
-            raise GenotypeError(f"`{name}` edge {index} must be an (operation, input) pair, got {edge!r}")
+            raise GenotypeError(f"`{name}` edge {index} must be an (operation, input) pair, got {quote(edge)}")
         op, source = edge
         if op not in PRIMITIVES:
-            raise GenotypeError(f"`{name}` edge {index}: unknown operation {op!r}; expected one of {PRIMITIVES}")
+            raise GenotypeError(f"`{name}` edge {index}: unknown operation {quote(op)}; expected one of {PRIMITIVES}")
         if not isinstance(source, int) or isinstance(source, bool) or not 0 <= source < node + CELL_INPUTS:
             raise GenotypeError(
-                f"`{name}` edge {index} (node {node}): input must be an int in [0, {node + CELL_INPUTS}), got {source!r}"
+                f"`{name}` edge {index} (node {node}): input must be an int in [0, {node + CELL_INPUTS}), "
+                f"got {quote(source)}"
             )
         cell.append((op, source))
     return tuple(cell)
@@ -93,24 +98,22 @@ class Genotype:
     @classmethod
     def from_dict(cls, data) -> Genotype:
         if not isinstance(data, dict) or "normal" not in data or "reduce" not in data:
-            raise GenotypeError(f"a genotype must be an object with `normal` and `reduce` cells, got {data!r}")
-        genotype = cls(normal=tuple(map(tuple, data["normal"])), reduce=tuple(map(tuple, data["reduce"])))
+            raise GenotypeError(f"a genotype must be an object with `normal` and `reduce` cells, got {quote(data)}")
+        genotype = cls(normal=data["normal"], reduce=data["reduce"])  # validated, and made tuples, on construction
         for cell in ("normal", "reduce"):
-            given = data.get(f"{cell}_concat")
-            if given is not None and list(given) != list(getattr(genotype, f"{cell}_concat")):
-                raise GenotypeError(
-                    f"`{cell}_concat` {given} does not match the unused nodes {list(getattr(genotype, f'{cell}_concat'))}"
-                )
+            given, found = data.get(f"{cell}_concat"), list(getattr(genotype, f"{cell}_concat"))
+            if given is not None and (not isinstance(given, (list, tuple)) or list(given) != found):
+                raise GenotypeError(f"`{cell}_concat` {quote(given)} does not match the unused nodes {found}")
         return genotype
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str) -> Genotype:
+    def from_json(cls, text: str | bytes) -> Genotype:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
+            data = parse_json(text)
+        except ValueError as exc:
             raise GenotypeError(f"not a JSON genotype: {exc}") from exc
         return cls.from_dict(data)
 
@@ -119,8 +122,9 @@ class Genotype:
 
     @classmethod
     def load(cls, path: str | Path) -> Genotype:
+        """The genotype in the JSON file ``path``; GenotypeError naming the file if it holds none."""
         try:
-            return cls.from_json(Path(path).read_text())
+            return cls.from_json(Path(path).read_bytes())
         except GenotypeError as exc:
             raise GenotypeError(f"{path}: {exc}") from exc
 

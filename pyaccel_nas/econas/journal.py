@@ -18,8 +18,11 @@ import os
 from pathlib import Path
 
 from pyaccel_nas.econas.evaluation import EvaluationResult, EvaluationTask, run_evaluation
+from pyaccel_nas.exec.base import EnvironmentFailure, describe
+from pyaccel_nas.exec.files import atomic_writer, resolve_inside
+from pyaccel_nas.validation import parse_json, quote, shorten
 
-JOURNAL_FORMAT = "pyaccel_nas.econas.journal/2"
+JOURNAL_FORMAT = "pyaccel_nas.econas.journal/3"  # 3: checkpoints named relative to the run directory
 
 
 class JournalError(RuntimeError):
@@ -27,60 +30,101 @@ class JournalError(RuntimeError):
 
 
 class Journal:
-    """Finished evaluations by key, backed by ``path`` (JSON lines)."""
+    """Finished evaluations by key, backed by ``path`` (JSON lines) in the run directory ``path.parent``.
+
+    A new journal is written with its first record, header and record together: a search that fails
+    before any evaluation finished leaves no journal behind to refuse the corrected command.
+    """
 
     def __init__(self, path: str | Path, settings: dict, *, resume: bool) -> None:
         self.path = Path(path)
         self.results: dict[str, EvaluationResult] = {}
         # through JSON once, so a resumed search compares like with like (tuples come back as lists)
-        header = {"format": JOURNAL_FORMAT, "settings": json.loads(json.dumps(settings))}
+        self._header = {"format": JOURNAL_FORMAT, "settings": json.loads(json.dumps(settings))}
+        self._written = resume
         if resume:
-            self._load(header)
+            self._load()
         else:
             if self.path.exists():
                 raise JournalError(f"{self.path} exists: resume that search with --resume, or choose another --out")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._append(header)
 
-    def _load(self, header: dict) -> None:
+    def _load(self) -> None:
         if not self.path.exists():
             raise JournalError(f"nothing to resume: {self.path} does not exist")
-        lines = self.path.read_bytes().split(b"\n")
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        self._check_header(lines[0], complete=len(lines) > 1)
+        # the writer ends every line with a newline: text after the last one is a record cut off by a crash
+        complete, tail = lines[1:-1], lines[-1] if len(lines) > 1 else b""
+        for number, line in enumerate(complete, start=2):
+            self._add(self._parse(line, number))
+        if len(lines) == 1:  # a header whose newline was cut off: the header is whole, add the newline
+            self._repair(data + b"\n")
+        elif tail:
+            try:
+                parse_json(tail)
+            except ValueError:  # torn: drop it, that evaluation is done again
+                self._repair(data[: len(data) - len(tail)])
+            else:  # whole but for its newline: keep it (if it is a record)
+                self._add(self._parse(tail, len(lines)))
+                self._repair(data + b"\n")
+
+    def _check_header(self, line: bytes, *, complete: bool) -> None:
         try:
-            found = json.loads(lines[0])
-        except json.JSONDecodeError as exc:
-            raise JournalError(f"{self.path}: not a search journal ({exc})") from exc
+            found = parse_json(line)
+        except ValueError as exc:
+            torn = "" if complete else " (cut off: the search was killed as it started; delete the file)"
+            raise JournalError(f"{self.path}: line 1 is not a search journal header{torn}: {exc}") from None
         if not isinstance(found, dict) or found.get("format") != JOURNAL_FORMAT:
-            raise JournalError(f"{self.path}: not a search journal (expected format {JOURNAL_FORMAT})")
-        if found.get("settings") != header["settings"]:
+            raise JournalError(f"{self.path}: not a search journal of this version (expected format {JOURNAL_FORMAT}, "
+                               f"found {quote(found.get('format') if isinstance(found, dict) else None)})")
+        if found.get("settings") != self._header["settings"]:
             raise JournalError(
                 f"{self.path} belongs to a search with other settings; resume with the same command line.\n"
-                f"  journal: {json.dumps(found.get('settings'), sort_keys=True)}\n"
-                f"  now:     {json.dumps(header['settings'], sort_keys=True)}"
+                f"  journal: {shorten(json.dumps(found.get('settings'), sort_keys=True), 2000)}\n"
+                f"  now:     {json.dumps(self._header['settings'], sort_keys=True)}"
             )
-        complete = lines[1:-1]  # the file ends with a newline; anything after the last one was cut off
-        for number, line in enumerate(complete, start=2):
-            try:
-                result = EvaluationResult.from_dict(json.loads(line))
-            except ValueError as exc:  # json.JSONDecodeError is one
-                raise JournalError(f"{self.path}: line {number} is corrupted ({exc})") from exc
-            self.results[result.key] = result
-        if lines[-1]:  # a record cut off by a crash mid-write: drop it, it will be redone
-            with open(self.path, "r+b") as f:
-                f.truncate(len(self.path.read_bytes()) - len(lines[-1]))
 
-    def _append(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    def _parse(self, line: bytes, number: int) -> EvaluationResult:
+        """The result on line ``number``, its checkpoint checked to lie inside the run."""
+        try:
+            result = EvaluationResult.from_dict(parse_json(line))
+            if result.checkpoint is not None:
+                resolve_inside(self.path.parent, result.checkpoint)
+        except ValueError as exc:  # OutsideRunError too
+            raise JournalError(f"{self.path}: line {number} is corrupted ({shorten(str(exc))})") from None
+        return result
+
+    def _add(self, result: EvaluationResult) -> None:
+        self.results[result.key] = result
+
+    def _repair(self, data: bytes) -> None:
+        with atomic_writer(self.path) as f:
+            f.write(data)
+
+    def _append(self, records: list[dict]) -> None:
+        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
+        # no O_CREAT after the first write: a journal that vanished with its directory stops the search
+        # instead of being started again, headerless, in a directory created anew
+        flags = os.O_WRONLY | os.O_APPEND | (0 if self._written else os.O_CREAT | os.O_EXCL)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+            try:
+                os.write(fd, text.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise EnvironmentFailure(f"cannot record to {self.path}: {describe(exc)}") from exc
+        self._written = True
 
     def get(self, key: str) -> EvaluationResult | None:
         return self.results.get(key)
 
     def record(self, result: EvaluationResult) -> None:
-        self._append(dataclasses.asdict(result))
-        self.results[result.key] = result
+        self._append(([] if self._written else [self._header]) + [dataclasses.asdict(result)])
+        self._add(result)
 
     def evaluate(self, tasks: list[EvaluationTask], executor) -> list[EvaluationResult]:
         """Results of ``tasks`` in order: read from the journal where finished before, else run by

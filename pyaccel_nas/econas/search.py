@@ -5,11 +5,11 @@ retraining, and the outputs (``result.json``, ``search.png``, the journal and ch
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tqdm import tqdm
 
@@ -24,10 +24,11 @@ from pyaccel_nas.econas.genotype import Genotype
 from pyaccel_nas.econas.journal import Journal
 from pyaccel_nas.econas.network import NetworkConfig
 from pyaccel_nas.econas.proxy import Proxy
-from pyaccel_nas.econas.strategies import STRATEGIES
+from pyaccel_nas.econas.strategies import STRATEGIES, NoNetworkLeft
 from pyaccel_nas.econas.trainer import TrainRecipe
 from pyaccel_nas.exec import InlineExecutor
-from pyaccel_nas.exec.files import write_json_atomically
+from pyaccel_nas.exec.files import resolve_inside, write_json_atomically
+from pyaccel_nas.validation import require_finite
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class SearchConfig:
         for name in ("cycles", "initial", "tournament", "channels", "layers", "batch_size", "age", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SearchConfig: `{name}` must be >= 1, got {getattr(self, name)}")
+        require_finite(self, "budget", "learning_rate", "val_fraction")
+        if not self.learning_rate > 0:
+            raise ValueError(f"SearchConfig: `learning_rate` must be > 0, got {self.learning_rate}")
         if self.final_top < 0 or (self.budget is not None and self.budget <= 0):
             raise ValueError("SearchConfig: `final_top` must be >= 0 and `budget` > 0")
         object.__setattr__(self, "children", tuple(self.children))
@@ -115,20 +119,56 @@ class Candidate:
     failed: bool = False  # an evaluation of it failed every retry: it left the search
 
 
+class Evaluator(Protocol):
+    """Where a search's architectures come from and how their training is scored and charged: by training
+    them (:class:`TrainingEvaluator`), or by looking them up in a benchmark table
+    (:class:`pyaccel_nas.bench.simulate.TableEvaluator`). The strategies never know which."""
+
+    train_images: int  # the full training split, which proxies divide in their cost
+
+    def macs_per_image(self, genotype: Genotype, base: NetworkConfig, proxy: Proxy) -> int: ...
+
+    def evaluate(self, tasks: list[EvaluationTask]) -> list[EvaluationResult]: ...
+
+    def random_genotype(self, rng: random.Random) -> Genotype: ...
+
+    def mutate(self, genotype: Genotype, rng: random.Random) -> Genotype: ...
+
+
+class TrainingEvaluator:
+    """Trains every network, through ``executor``, recording each finished evaluation in ``journal``; the
+    architectures are the whole search space."""
+
+    def __init__(self, data: DataSpec, journal: Journal, executor) -> None:
+        self.data, self.journal, self.executor = data, journal, executor
+        self.train_images = len(full_dataset(data).train)
+
+    def macs_per_image(self, genotype: Genotype, base: NetworkConfig, proxy: Proxy) -> int:
+        return macs_per_image(genotype, base, self.data, proxy)
+
+    def evaluate(self, tasks: list[EvaluationTask]) -> list[EvaluationResult]:
+        return self.journal.evaluate(tasks, self.executor)
+
+    def random_genotype(self, rng: random.Random) -> Genotype:
+        return Genotype.random(rng)
+
+    def mutate(self, genotype: Genotype, rng: random.Random) -> Genotype:
+        return genotype.mutate(rng)
+
+
 @dataclass
 class SearchRun:
-    """The state a strategy works on: its RNG, its networks, cost so far, and the journal behind it."""
+    """The state a strategy works on: its RNG, its networks, cost so far, and the evaluator behind it."""
 
     config: SearchConfig
     out: Path
-    journal: Journal
-    executor: object = field(default_factory=InlineExecutor)
+    evaluator: Evaluator
     progress: bool = True
 
     def __post_init__(self) -> None:
         self.proxy = Proxy.parse(self.config.proxy)
         self.data = DataSpec(self.config.dataset, self.config.data_root, self.config.val_fraction, self.config.seed)
-        self.full_train_images = len(full_dataset(self.data).train)  # proxies divide it in their cost
+        self.full_train_images = self.evaluator.train_images
         self.base_config = NetworkConfig(channels=self.config.channels, layers=self.config.layers)
         self.recipe = TrainRecipe(batch_size=self.config.batch_size, learning_rate=self.config.learning_rate)
         self.rng = random.Random(self.config.seed)
@@ -137,6 +177,7 @@ class SearchRun:
         self.cost_macs = 0
         self.cost_epochs = 0
         self.history: list[dict] = []
+        self.stopped_by = "cycles"  # or "budget", or "failures" (no network left): what ended the strategy
         self.failures: list[dict] = []
         self._bar = tqdm(total=self.config.cycles + 1, desc=f"{self.config.strategy} search", unit="cycle",
                          disable=not self.progress)
@@ -145,9 +186,15 @@ class SearchRun:
 
     def new_network(self, genotype: Genotype) -> Candidate:
         candidate = Candidate(len(self.networks), genotype,
-                              macs_per_image(genotype, self.base_config, self.data, self.proxy))
+                              self.evaluator.macs_per_image(genotype, self.base_config, self.proxy))
         self.networks.append(candidate)
         return candidate
+
+    def random_genotype(self) -> Genotype:
+        return self.evaluator.random_genotype(self.rng)
+
+    def mutate(self, genotype: Genotype) -> Genotype:
+        return self.evaluator.mutate(genotype, self.rng)
 
     def train(self, targets: list[tuple[Candidate, int]]) -> None:
         """Trains each candidate up to its target epochs (one batch of independent evaluations).
@@ -219,7 +266,7 @@ class SearchRun:
         return ranked[0] if ranked else None
 
     def evaluate(self, tasks: list[EvaluationTask]) -> list[EvaluationResult]:
-        return self.journal.evaluate(tasks, self.executor)
+        return self.evaluator.evaluate(tasks)
 
     def _task(self, candidate: Candidate, target: int, proxy: Proxy, *, resume_from: str | None = None,
               report_test: bool = False) -> EvaluationTask:
@@ -227,14 +274,14 @@ class SearchRun:
         return EvaluationTask(
             network_id=candidate.network_id, genotype=candidate.genotype, proxy=proxy, data=self.data,
             base_config=self.base_config, recipe=self.recipe, target_epochs=target, schedule_epochs=proxy.epochs,
-            seed=self.config.seed * 1_000_003 + candidate.network_id, checkpoint_dir=str(self.out / "checkpoints"),
+            seed=self.config.seed * 1_000_003 + candidate.network_id, run_dir=str(self.out),
             resume_from=resume_from, report_test=report_test, threads=self.config.threads,
         )
 
     def _forget_checkpoint(self, candidate: Candidate) -> None:
         # superseded by a later stage, or of a dead network: only the journal's last stage matters on resume
-        if candidate.checkpoint and os.path.exists(candidate.checkpoint):
-            os.remove(candidate.checkpoint)
+        if candidate.checkpoint:
+            resolve_inside(self.out, candidate.checkpoint).unlink(missing_ok=True)
         candidate.checkpoint = None
 
     def close(self) -> None:
@@ -242,28 +289,57 @@ class SearchRun:
 
 
 def run_search(config: SearchConfig, out: str | Path, *, resume: bool = False, executor=None,
-               progress: bool = True) -> dict:
+               progress: bool = True, evaluator: Evaluator | None = None) -> dict:
     """Runs (or resumes) a search, retrains its best networks, writes ``out/result.json`` and
-    ``out/search.png``, and returns the result."""
-    out = Path(out)
-    journal = Journal(out / "journal.jsonl", config.journal_settings(), resume=resume)
-    run = SearchRun(config, out, journal, executor or InlineExecutor(), progress)
-    stopped_by = "cycles"
+    ``out/search.png``, and returns the result.
+
+    By default every network is trained (by ``executor``, recorded in ``out/journal.jsonl``, which
+    ``resume`` replays); another ``evaluator`` (a benchmark table's) scores them instead, and then there is
+    no journal and nothing to resume.
+    """
+    out = Path(out).resolve()  # from here on nothing depends on the working directory
+    if evaluator is None:
+        journal = Journal(out / "journal.jsonl", config.journal_settings(), resume=resume)
+        data = DataSpec(config.dataset, config.data_root, config.val_fraction, config.seed)
+        evaluator = TrainingEvaluator(data, journal, executor or InlineExecutor())
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+    run = execute(config, out, evaluator, progress)
+    result = summarise(run)
+    write_json_atomically(out / "result.json", result)
+    from pyaccel_nas.econas.plots import plot_search
+
+    plot_search(result, out / "search.png")
+    if run.best() is not None:
+        run.best().genotype.save(out / "best_genotype.json")
+    return result
+
+
+def execute(config: SearchConfig, out: Path, evaluator: Evaluator, progress: bool = True) -> SearchRun:
+    """Runs the strategy until its cycles, its budget or its networks run out (``run.stopped_by`` says which)."""
+    run = SearchRun(config, out, evaluator, progress)
     try:
         STRATEGIES[config.strategy](run)
     except BudgetExhausted:
-        stopped_by = "budget"
+        run.stopped_by = "budget"
+        run.end_cycle()
+    except NoNetworkLeft:  # the result still says what was tried and why each network failed
+        run.stopped_by = "failures"
         run.end_cycle()
     finally:
         run.close()
-    final = _retrain_top(run)
-    best = run.best()
-    result = {
+    return run
+
+
+def summarise(run: SearchRun) -> dict:
+    """The search's result (``result.json``), the final retraining of its best networks included."""
+    config, best = run.config, run.best()
+    return {
         "strategy": config.strategy,
         "proxy": config.proxy,
         "dataset": config.dataset,
         "seed": config.seed,
-        "stopped_by": stopped_by,
+        "stopped_by": run.stopped_by,
         "best": None if best is None else {
             "network_id": best.network_id, "genotype": best.genotype.to_dict(), "val_accuracy": best.val_accuracy,
         },
@@ -271,16 +347,9 @@ def run_search(config: SearchConfig, out: str | Path, *, resume: bool = False, e
         "cost": {"epochs": run.cost_epochs, "macs": run.cost_macs},
         "history": run.history,
         "failed": run.failures,
-        "final": final,
+        "final": _retrain_top(run),
         "settings": dataclasses.asdict(config),
     }
-    write_json_atomically(out / "result.json", result)
-    from pyaccel_nas.econas.plots import plot_search
-
-    plot_search(result, out / "search.png")
-    if best is not None:
-        best.genotype.save(out / "best_genotype.json")
-    return result
 
 
 def _retrain_top(run: SearchRun) -> dict:

@@ -16,16 +16,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pyaccel_nas.econas.genotype import Genotype
-
 if TYPE_CHECKING:
     from pyaccel_nas.econas.search import Candidate, SearchRun
+
+
+class NoNetworkLeft(Exception):
+    """Every network of the population failed: there is no parent to choose."""
 
 
 def _tournament(run: SearchRun, pool: list[Candidate]) -> Candidate:
     """The most accurate of ``tournament`` networks drawn from ``pool`` (ties: the older network)."""
     if not pool:
-        raise RuntimeError("no network left to choose a parent from: every evaluation failed (see result.json)")
+        raise NoNetworkLeft
     sample = run.rng.sample(pool, min(run.config.tournament, len(pool)))
     return max(sample, key=lambda c: (c.val_accuracy, -c.network_id))
 
@@ -36,7 +38,7 @@ def _top(pool: list[Candidate], count: int) -> list[Candidate]:
 
 def _initial_population(run: SearchRun, epochs: int) -> list[Candidate]:
     """``initial`` random networks trained ``epochs`` epochs: cycle 0 of every strategy."""
-    population = [run.new_network(Genotype.random(run.rng)) for _ in range(run.config.initial)]
+    population = [run.new_network(run.random_genotype()) for _ in range(run.config.initial)]
     run.train([(c, epochs) for c in population])
     run.end_cycle()
     return population
@@ -54,7 +56,7 @@ def hierarchical(run: SearchRun) -> None:
         for tier, count in zip(tiers, config.children):
             for _ in range(count):
                 parent = _tournament(run, tier or alive)  # an empty tier lends its turn to the whole population
-                children.append(run.new_network(parent.genotype.mutate(run.rng)))
+                children.append(run.new_network(run.mutate(parent.genotype)))
         run.train([(c, stage) for c in children])
         # promote the 2E tier first, so a network moves up at most one tier per cycle
         tier1 = [c for c in alive + children if c.epochs == stage]
@@ -71,7 +73,7 @@ def evolution(run: SearchRun) -> None:
     population = _initial_population(run, epochs)
     for _ in run.cycles():
         children = [
-            run.new_network(_tournament(run, [c for c in population if c.alive]).genotype.mutate(run.rng))
+            run.new_network(run.mutate(_tournament(run, [c for c in population if c.alive]).genotype))
             for _ in range(sum(config.children))
         ]
         run.train([(c, epochs) for c in children])
@@ -84,7 +86,7 @@ def random_search(run: SearchRun) -> None:
     config, epochs = run.config, run.proxy.epochs
     _initial_population(run, epochs)
     for _ in run.cycles():
-        batch = [run.new_network(Genotype.random(run.rng)) for _ in range(sum(config.children))]
+        batch = [run.new_network(run.random_genotype()) for _ in range(sum(config.children))]
         run.train([(c, epochs) for c in batch])
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pyaccel_nas.econas.proxy import Proxy
 from pyaccel_nas.econas.trainer import TrainRecipe
 from pyaccel_nas.exec import InlineExecutor
 from pyaccel_nas.exec.files import write_json_atomically
+from pyaccel_nas.validation import require_finite
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class StudyConfig:
             raise ValueError(f"StudyConfig: rank correlation needs at least 3 architectures, got {self.architectures}")
         if self.threads < 1:
             raise ValueError(f"StudyConfig: `threads` must be >= 1, got {self.threads}")
+        require_finite(self, "learning_rate")
+        if not self.learning_rate > 0:
+            raise ValueError(f"StudyConfig: `learning_rate` must be > 0, got {self.learning_rate}")
         for text in (self.ground_truth, *self.proxies):
             Proxy.parse(text)
         object.__setattr__(self, "proxies", tuple(self.proxies))
@@ -73,7 +76,7 @@ def study_preset(name: str, **overrides) -> StudyConfig:
 def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, executor=None,
               progress: bool = True) -> dict:
     """Runs (or resumes) the study; writes ``out/study.json`` and ``out/study.png`` and returns the result."""
-    out = Path(out)
+    out = Path(out).resolve()  # from here on nothing depends on the working directory
     settings = dataclasses.asdict(config)
     settings.pop("data_root")
     journal = Journal(out / "journal.jsonl", settings, resume=resume)
@@ -92,15 +95,12 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, exe
         tasks = [
             EvaluationTask(network_id=i, genotype=g, proxy=proxy, data=data, base_config=base, recipe=recipe,
                            target_epochs=proxy.epochs, schedule_epochs=proxy.epochs,
-                           seed=config.seed * 1_000_003 + i, checkpoint_dir=str(out / "checkpoints"),
-                           threads=config.threads)
+                           seed=config.seed * 1_000_003 + i, run_dir=str(out),
+                           threads=config.threads, keep_checkpoint=False)  # the study needs accuracies only
             for i, g in enumerate(genotypes)
         ]
         accuracies[text] = [r.val_accuracy for r in journal.evaluate(tasks, executor)]
         costs[text] = sum(proxy.cost(macs_per_image(g, base, data, proxy), train_images) for g in genotypes)
-        for task in tasks:  # the study needs accuracies, not weights
-            if os.path.exists(task.checkpoint):
-                os.remove(task.checkpoint)
 
     truth = accuracies[config.ground_truth]
     result = {

@@ -19,6 +19,7 @@ from pyaccel_nas.econas.genotype import Genotype
 from pyaccel_nas.econas.network import Network, NetworkConfig
 from pyaccel_nas.exec.files import atomic_writer
 from pyaccel_nas.training import EpochStats, ModelTrainer, TrainRecipe
+from pyaccel_nas.validation import load_tensors
 
 __all__ = ["CHECKPOINT_FORMAT", "EpochStats", "TrainRecipe", "Trainer"]
 
@@ -76,8 +77,9 @@ class Trainer(ModelTrainer):
 
     @classmethod
     def load(cls, path: str | Path, dataset: Dataset) -> Trainer:
-        """The trainer saved at ``path``, ready to continue on ``dataset`` (the same data it trained on)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        """The trainer saved at ``path``, ready to continue on ``dataset`` (the same data it trained on);
+        ValueError naming the file if it is not a whole checkpoint."""
+        state = load_tensors(path)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: not a pyaccel_nas EcoNAS checkpoint (expected format {CHECKPOINT_FORMAT})")
         trainer = cls(

@@ -9,7 +9,7 @@ executor, not of strategy:
 - ``ray``: Ray tasks on a local instance or a cluster (optional dependency, imported only when chosen).
 """
 
-from pyaccel_nas.exec.base import Executor, Outcome
+from pyaccel_nas.exec.base import EnvironmentFailure, Executor, Outcome
 from pyaccel_nas.exec.inline import InlineExecutor
 from pyaccel_nas.exec.process import ProcessExecutor
 
@@ -35,4 +35,4 @@ def make_executor(name: str, *, workers: int | None = None, address: str | None 
     raise ValueError(f"unknown executor {name!r}; choose from {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "Executor", "InlineExecutor", "Outcome", "ProcessExecutor", "make_executor"]
+__all__ = ["EXECUTORS", "EnvironmentFailure", "Executor", "InlineExecutor", "Outcome", "ProcessExecutor", "make_executor"]

@@ -5,6 +5,11 @@ Search code calls only ``executor.run(fn, tasks)``; where the work runs (this pr
 Ray cluster) is the executor's business. A task that raises, or whose worker dies (killed for memory, a
 lost Ray node), is run again up to ``retries`` times; after that its outcome carries the error instead of
 a result, and the caller decides what a failure means (the search records it and goes on).
+
+A task that raises :class:`EnvironmentFailure` failed because of the machine or the settings (a full disk,
+an output directory gone, data missing), not because of what it ran: that is never retried nor handed
+back as the task's outcome. The batch stops (tasks not started are not started; tasks already running
+finish and are handed back) and the failure is raised to the caller, so nothing records it as a result.
 """
 
 from __future__ import annotations
@@ -15,6 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+class EnvironmentFailure(RuntimeError):
+    """A task could not run for a reason outside it (disk full, output directory read-only or gone, dataset
+    missing): the work must stop, and a resumed run must do the task again."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Writing files so that a crash or a kill at any moment leaves the old file or the new one, never half."""
+"""The files of a run: written so that a crash or a kill at any moment leaves the old file or the new one,
+never half, and named only inside the run's directory."""
 
 from __future__ import annotations
 
@@ -46,5 +47,29 @@ def _umask() -> int:
 
 
 def write_json_atomically(path: str | Path, data) -> None:
+    """Writes ``data`` as JSON; ValueError, before the file is touched, if it holds NaN or infinity (which
+    JSON has no numbers for: a reader would choke on the file or take the value for null)."""
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
     with atomic_writer(path) as f:
-        f.write((json.dumps(data, indent=2) + "\n").encode())
+        f.write(text.encode())
+
+
+class OutsideRunError(ValueError):
+    """A path that a run's state names but that lies outside the run's directory."""
+
+
+def resolve_inside(run_dir: str | Path, relative: str) -> Path:
+    """The absolute path of ``relative`` inside ``run_dir``; OutsideRunError if it leads anywhere else.
+
+    Run state (a journal's checkpoint fields) names files relative to the run, so a run resumes from any
+    working directory, and a tampered record cannot make the run read, overwrite or delete a file of
+    someone else's: absolute paths, ``..`` and symbolic links that lead out are refused.
+    """
+    parts = Path(relative).parts if isinstance(relative, str) else ()
+    if not parts or Path(relative).is_absolute() or ".." in parts:
+        raise OutsideRunError(f"{str(relative)[:200]!r} is not a path relative to the run directory")
+    root = Path(os.path.realpath(run_dir))
+    path = Path(os.path.realpath(root / relative))
+    if not path.is_relative_to(root) or path == root:
+        raise OutsideRunError(f"{relative!r} leads outside the run directory (a symbolic link?)")
+    return path

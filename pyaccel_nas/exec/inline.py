@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pyaccel_nas.exec.base import Executor, Outcome, describe
+from pyaccel_nas.exec.base import EnvironmentFailure, Executor, Outcome, describe
 
 
 class InlineExecutor(Executor):
@@ -17,6 +17,8 @@ class InlineExecutor(Executor):
         for task in tasks:
             try:
                 result = fn(task)
+            except EnvironmentFailure:
+                raise
             except Exception as exc:  # noqa: BLE001 - any failure of a task is the task's outcome
                 yield Outcome(task, error=describe(exc))
             else:

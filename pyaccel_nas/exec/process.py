@@ -12,7 +12,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from pyaccel_nas.exec.base import Executor, Outcome, describe
+from pyaccel_nas.exec.base import EnvironmentFailure, Executor, Outcome, describe
 
 
 def available_cores() -> int:
@@ -96,15 +96,24 @@ class _InFlight:
 
 def _run_in(pool: ProcessPoolExecutor, fn: Callable[[Any], Any], tasks: list[Any]) -> Iterator[Outcome | _InFlight]:
     futures = {pool.submit(fn, task): task for task in tasks}
+    stopped_by: EnvironmentFailure | None = None
     try:
         for future in as_completed(futures):
+            if future.cancelled():
+                continue
             task = futures[future]
             try:
                 yield Outcome(task, future.result())
             except BrokenProcessPool:
                 yield _InFlight(task)
+            except EnvironmentFailure as exc:  # start nothing more; hand back what is running, then stop
+                stopped_by = stopped_by or exc
+                for queued in futures:
+                    queued.cancel()
             except Exception as exc:  # noqa: BLE001 - any failure of a task is the task's outcome
                 yield Outcome(task, error=describe(exc))
     finally:
         for future in futures:  # the caller stopped early (an interrupt): do not start the rest
             future.cancel()
+    if stopped_by is not None:
+        raise stopped_by

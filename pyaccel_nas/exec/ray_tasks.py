@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pyaccel_nas.exec.base import Executor, Outcome, describe
+from pyaccel_nas.exec.base import EnvironmentFailure, Executor, Outcome, describe
 
 
 def _import_ray():
@@ -58,18 +58,25 @@ class RayExecutor(Executor):
         fn_ref = ray.put(fn)
         refs = {self._remote.remote(fn_ref, task, self.threads): task for task in tasks}
         pending = list(refs)
+        stopped_by: EnvironmentFailure | None = None
         try:
             while pending:
                 (ref,), pending = ray.wait(pending, num_returns=1)
                 try:
                     yield Outcome(refs[ref], ray.get(ref))
                 except ray.exceptions.RayTaskError as exc:  # the task raised: report its own exception
-                    yield Outcome(refs[ref], error=describe(exc.cause if exc.cause is not None else exc))
+                    cause = exc.cause if exc.cause is not None else exc
+                    if isinstance(cause, EnvironmentFailure):  # Ray cannot tell queued from running tasks:
+                        stopped_by = stopped_by or cause       # the submitted ones finish, then the batch stops
+                    else:
+                        yield Outcome(refs[ref], error=describe(cause))
                 except ray.exceptions.RayError as exc:  # the worker or its node was lost, or ran out of memory
                     yield Outcome(refs[ref], error=describe(exc))
         finally:
             for ref in pending:  # the caller stopped early (an interrupt): do not leave work running
                 ray.cancel(ref, force=True)
+        if stopped_by is not None:
+            raise stopped_by
 
     def close(self) -> None:
         if self._owns_ray:  # a Ray instance this process was already using is left to its owner

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyaccel_nas.validation import parse_json, quote
+
 ARCH_FORMAT = "pyaccel_nas.mdp.arch/1"
 BLOCK_TYPES = ("conv", "residual", "maxpool")
 
@@ -29,7 +31,7 @@ BLOCK_TYPES = ("conv", "residual", "maxpool")
 def _ints(where: str, name: str, value: Any, length: int, minimum: int = 1) -> tuple[int, ...]:
     if (not isinstance(value, (list, tuple)) or len(value) != length
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value)):
-        raise ValueError(f"{where}: `{name}` must be {length} ints >= {minimum}, got {value!r}")
+        raise ValueError(f"{where}: `{name}` must be {length} ints >= {minimum}, got {quote(value)}")
     return tuple(value)
 
 
@@ -69,23 +71,24 @@ class Block:
     @classmethod
     def from_dict(cls, data: Any, dims: int, where: str) -> Block:
         if not isinstance(data, dict) or data.get("type") not in BLOCK_TYPES:
-            raise ValueError(f"{where}: a block must be an object with `type` one of {BLOCK_TYPES}, got {data!r}")
+            raise ValueError(f"{where}: a block must be an object with `type` one of {BLOCK_TYPES}, got {quote(data)}")
         kind = data["type"]
         allowed = {"maxpool": {"type", "kernel"},
                    "conv": {"type", "out", "kernel", "stride", "factors", "gated"},
                    "residual": {"type", "out", "mid", "stride", "projection", "factors", "gated"}}[kind]
         if set(data) != allowed:
-            raise ValueError(f"{where}: a {kind} block has exactly the keys {sorted(allowed)}, got {sorted(data)}")
+            raise ValueError(f"{where}: a {kind} block has exactly the keys {sorted(allowed)}, "
+                             f"got {quote(sorted(data))}")
         if kind == "maxpool":
             return cls(kind, kernel=_ints(where, "kernel", data["kernel"], dims))
         factors = data["factors"]
         if not isinstance(factors, list) or not factors:
-            raise ValueError(f"{where}: `factors` must be a non-empty list, got {factors!r}")
+            raise ValueError(f"{where}: `factors` must be a non-empty list, got {quote(factors)}")
         factors = tuple(_ints(where, "factors", f, dims) for f in factors)
         if len(set(factors)) != len(factors):
-            raise ValueError(f"{where}: `factors` repeat: {data['factors']!r}")
+            raise ValueError(f"{where}: `factors` repeat: {quote(data['factors'])}")
         if not isinstance(data["gated"], bool):
-            raise ValueError(f"{where}: `gated` must be a bool, got {data['gated']!r}")
+            raise ValueError(f"{where}: `gated` must be a bool, got {quote(data['gated'])}")
         common = dict(out=_int(where, "out", data["out"]), stride=_ints(where, "stride", data["stride"], dims),
                       factors=factors, gated=data["gated"])
         if kind == "conv":
@@ -94,7 +97,7 @@ class Block:
                 raise ValueError(f"{where}: `kernel` must be odd (padding k // 2 keeps the size), got {kernel}")
             return cls(kind, kernel=kernel, **common)
         if not isinstance(data["projection"], bool):
-            raise ValueError(f"{where}: `projection` must be a bool, got {data['projection']!r}")
+            raise ValueError(f"{where}: `projection` must be a bool, got {quote(data['projection'])}")
         return cls(kind, mid=_int(where, "mid", data["mid"]), projection=data["projection"], **common)
 
 
@@ -127,10 +130,10 @@ class ArchConfig:
         if not isinstance(data, dict) or set(data) != keys:
             raise ValueError(f"{where}: expected an object with keys {sorted(keys)}")
         if data["format"] != ARCH_FORMAT:
-            raise ValueError(f"{where}: format {data['format']!r}, expected {ARCH_FORMAT!r}")
+            raise ValueError(f"{where}: format {quote(data['format'])}, expected {ARCH_FORMAT!r}")
         input_size = data["input_size"]
         if not isinstance(input_size, list) or len(input_size) not in (2, 3):
-            raise ValueError(f"{where}: `input_size` must be (H, W) or (T, H, W), got {input_size!r}")
+            raise ValueError(f"{where}: `input_size` must be (H, W) or (T, H, W), got {quote(input_size)}")
         dims = len(input_size)
         if not isinstance(data["blocks"], list) or not data["blocks"]:
             raise ValueError(f"{where}: `blocks` must be a non-empty list")
@@ -146,8 +149,12 @@ class ArchConfig:
         return json.dumps(self.to_dict(), indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> ArchConfig:
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str | bytes) -> ArchConfig:
+        try:
+            data = parse_json(text)
+        except ValueError as exc:
+            raise ValueError(f"MDP architecture config: not JSON: {exc}") from exc
+        return cls.from_dict(data)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -156,7 +163,11 @@ class ArchConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ArchConfig:
-        return cls.from_json(Path(path).read_text())
+        """The config in the JSON file ``path``; ValueError naming the file if it holds no valid one."""
+        try:
+            return cls.from_json(Path(path).read_bytes())
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
 
 
 def conv_output_size(size: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:

@@ -22,6 +22,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from pyaccel_nas.exec.files import atomic_writer
 from pyaccel_nas.mdp.arch import ArchConfig
 from pyaccel_nas.mdp.layers import ConvBlock, MDPNet, ResidualBlock
+from pyaccel_nas.validation import load_tensors
 
 
 WEIGHTS_FORMAT = "pyaccel_nas.mdp.weights/1"
@@ -58,7 +59,7 @@ def load_model(path: str | Path) -> MDPNet:
     """
     path = Path(path)
     config = ArchConfig.load(config_path(path))
-    weights = torch.load(path, map_location="cpu", weights_only=True)
+    weights = load_tensors(path)
     if not isinstance(weights, dict) or weights.get("format") != WEIGHTS_FORMAT:
         raise ValueError(f"{path}: not MDP weights of format {WEIGHTS_FORMAT} (weights saved without the digest "
                          f"of their config are refused: load_model's docstring says how to adopt them)")

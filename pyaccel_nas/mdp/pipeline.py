@@ -19,7 +19,6 @@ it is evaluated once per network for the report.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +28,17 @@ from tqdm import tqdm
 
 from pyaccel_nas.data import Dataset, load_dataset
 from pyaccel_nas.data.split import stratified_sample
+from pyaccel_nas.exec.files import write_json_atomically
 from pyaccel_nas.mdp.arch import ArchConfig
 from pyaccel_nas.mdp.export import fold_batchnorms, save_model
 from pyaccel_nas.mdp.layers import MDPNet
 from pyaccel_nas.mdp.losses import branch_costs, branch_entropy, expected_cost, gate_l1, mdp_regulariser
 from pyaccel_nas.mdp.models import MODELS, load_plain_weights, model_config, over_parameterise
-from pyaccel_nas.mdp.prune import prune
+from pyaccel_nas.mdp.prune import MacBudgetError, config_macs, prune, smallest_macs
 from pyaccel_nas.mdp.report import cpu_latency_ms, plot_report
 from pyaccel_nas.nn import count_macs, count_parameters
 from pyaccel_nas.training import ModelTrainer, TrainRecipe, accuracy
+from pyaccel_nas.validation import claim_output_dir, require_finite
 
 REPORT_FORMAT = "pyaccel_nas.mdp.report/1"
 
@@ -71,6 +72,8 @@ class PruneConfig:
             raise ValueError(f"unknown model {self.model!r}; known: {', '.join(MODELS)}")
         if (self.mac_reduction is None) == (self.threshold is None):
             raise ValueError("PruneConfig: give exactly one of `mac_reduction` and `threshold`")
+        require_finite(self, "mac_reduction", "threshold", "learning_rate", "finetune_learning_rate", "weight_decay",
+                       "alpha", "eta", "beta")
         if self.mac_reduction is not None and self.mac_reduction <= 1:
             raise ValueError(f"PruneConfig: `mac_reduction` must be > 1, got {self.mac_reduction}")
         for name in ("search_epochs", "finetune_epochs", "train_divisor", "batch_size", "latency_batch",
@@ -141,16 +144,33 @@ def _measure(model: MDPNet, dataset: Dataset) -> dict:
             "val_accuracy": accuracy(model, dataset, "val"), "accuracy": accuracy(model, dataset, "test")}
 
 
-def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) -> dict:
+def _check_reachable(config: PruneConfig, base: ArchConfig, base_macs: int) -> None:
+    """Refuses, before any training, a ``mac_reduction`` that no outcome of the search could reach."""
+    if config.mac_reduction is None:
+        return
+    largest = base_macs / smallest_macs(over_parameterise(base), config.round_to)
+    if config.mac_reduction > largest:
+        raise ValueError(f"PruneConfig: `mac_reduction` {config.mac_reduction:g} is out of reach for {config.model} "
+                         f"on {config.dataset}: pruning every block to its lowest resolution and every channel "
+                         f"group to {config.round_to} channels reduces its MACs by at most {largest:.3f}")
+
+
+def run_prune(config: PruneConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
     """Runs the three stages and the baseline; writes OUT/report.json, OUT/report.png, OUT/pruned.pt (+ .json)
-    and OUT/baseline.pt (+ .json); returns the report."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    and OUT/baseline.pt (+ .json); returns the report.
+
+    Refuses an OUT that holds a report unless ``overwrite``, and a ``mac_reduction`` out of reach, before it
+    trains anything. The baseline is saved as soon as it is trained: a budget that the searched resolutions
+    cannot meet is only known after the search, and the error then does not lose it.
+    """
+    out = claim_output_dir(out, "report.json", overwrite=overwrite)
     started = time.perf_counter()
     dataset = _data(config)
     info = dataset.info
     input_size = info.sample_shape[1:]
     base = model_config(config.model, in_channels=info.channels, num_classes=info.num_classes, input_size=input_size)
+    base_macs = config_macs(base)
+    _check_reachable(config, base, base_macs)
     recipe = TrainRecipe(learning_rate=config.learning_rate, weight_decay=config.weight_decay,
                          batch_size=config.batch_size)
     total_epochs = config.pretrain_epochs + config.search_epochs + config.finetune_epochs
@@ -162,16 +182,21 @@ def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) ->
         load_plain_weights(over, baseline.model.state_dict())  # copies: the baseline trains on apart
     search_recipe = dataclasses.replace(recipe, learning_rate=baseline.optimizer.param_groups[0]["lr"])
     _train(baseline, total_epochs - config.pretrain_epochs, "baseline", progress)
+    save_model(baseline.model, out / "baseline.pt")
 
     example = torch.zeros(1, info.channels, *input_size)  # for counting MACs
-    base_macs = count_macs(baseline.model, example)
     costs = branch_costs(over, example, base_macs)
     searched = ModelTrainer(over, dataset, config.search_epochs, search_recipe, config.seed,
                             extra_loss=mdp_regulariser(config.alpha, config.eta, config.beta, costs))
     search_stats = _train(searched, config.search_epochs, "search", progress)
     over = searched.model.eval()
-    result = prune(over, round_to=config.round_to, threshold=config.threshold,
-                   mac_budget=None if config.mac_reduction is None else base_macs / config.mac_reduction)
+    try:
+        result = prune(over, round_to=config.round_to, threshold=config.threshold,
+                       mac_budget=None if config.mac_reduction is None else base_macs / config.mac_reduction)
+    except MacBudgetError as exc:
+        raise MacBudgetError(f"{exc}: the resolutions the search chose allow a `mac_reduction` of at most "
+                             f"{base_macs / exc.smallest_macs:.3f} (a larger `beta` favours lower ones); the trained "
+                             f"baseline is saved in {out / 'baseline.pt'}", exc.smallest_macs) from exc
     pruned_accuracy = accuracy(result.model, dataset, "val")
 
     finetune_recipe = dataclasses.replace(recipe, learning_rate=config.finetune_learning_rate)
@@ -183,7 +208,6 @@ def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) ->
     deployed = [fold_batchnorms(baseline.model), fold_batchnorms(result.model)]
     for key, channels_last in (("cpu_latency_ms", True), ("cpu_latency_ms_nchw", False)):
         before[key], after[key] = cpu_latency_ms(deployed, config.latency_batch, config.latency_repeats, channels_last)
-    save_model(baseline.model, out / "baseline.pt")
     save_model(result.model, out / "pruned.pt")
     report = {
         "format": REPORT_FORMAT,
@@ -209,6 +233,6 @@ def run_prune(config: PruneConfig, out: str | Path, *, progress: bool = True) ->
         "blocks": result.blocks_report(over.config),
         "seconds": time.perf_counter() - started,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomically(out / "report.json", report)
     plot_report(report, out / "report.png")
     return report

@@ -134,11 +134,35 @@ def _pruned_config(model: MDPNet, groups: list[Group], member_group, branches: d
     return model.config.replace_blocks(blocks)
 
 
-def _count_macs(config: ArchConfig) -> int:
+def config_macs(config: ArchConfig) -> int:
+    """MACs per input sample of the network ``config`` describes, counted on the meta device (no weights)."""
     with torch.device("meta"):
         net = MDPNet(config)
         x = torch.empty(1, config.in_channels, *config.input_size)
     return count_macs(net, x)
+
+
+class MacBudgetError(ValueError):
+    """No threshold brings the pruned network within the MAC budget; ``smallest_macs`` is the closest it gets."""
+
+    def __init__(self, message: str, smallest_macs: int) -> None:
+        super().__init__(message)
+        self.smallest_macs = smallest_macs
+
+
+def smallest_macs(over: ArchConfig, round_to: int) -> int:
+    """The fewest MACs pruning a network over-parameterised as ``over`` can reach, whatever it learns: every
+    block at its cheapest resolution, every channel group at one channel rounded up to ``round_to``.
+    Counted without weights, so a run can refuse a MAC budget out of reach before it trains anything."""
+    with torch.device("meta"):
+        model = MDPNet(over)
+    groups, member_group, _ = channel_groups(model)
+    for group in groups:
+        block, member = over.blocks[group.members[0][0]], group.members[0][1]
+        group.kept = list(range(min(round_to, block.mid if member == "mid" else block.out)))
+    cheapest = {i: max(range(len(block.factors)), key=lambda k: math.prod(block.factors[k]))
+                for i, block in enumerate(over.blocks) if block.prunable}
+    return config_macs(_pruned_config(model, groups, member_group, cheapest))
 
 
 def prune(model: MDPNet, *, threshold: float | None = None, mac_budget: float | None = None,
@@ -167,13 +191,15 @@ def prune(model: MDPNet, *, threshold: float | None = None, mac_budget: float | 
         if mac_budget <= 0:
             raise ValueError(f"prune: `mac_budget` must be > 0, got {mac_budget}")
         candidates = torch.cat([torch.zeros(1), *scores]).unique().tolist()  # ascending
-        if _count_macs(plan(candidates[-1])) > mac_budget:
-            raise ValueError(f"prune: even the smallest network ({_count_macs(plan(candidates[-1])):.4g} MACs, "
-                             f"one channel per group rounded to {round_to}) exceeds mac_budget={mac_budget:.4g}")
+        smallest = config_macs(plan(candidates[-1]))
+        if smallest > mac_budget:
+            raise MacBudgetError(f"prune: even the smallest network at the chosen resolutions ({smallest:.4g} MACs, "
+                                 f"one channel per group rounded to {round_to}) exceeds mac_budget={mac_budget:.4g}",
+                                 smallest)
         low, high = 0, len(candidates) - 1  # MACs fall as the threshold rises: find the first that fits
         while low < high:
             middle = (low + high) // 2
-            if _count_macs(plan(candidates[middle])) <= mac_budget:
+            if config_macs(plan(candidates[middle])) <= mac_budget:
                 high = middle
             else:
                 low = middle + 1
