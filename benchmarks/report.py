@@ -16,20 +16,17 @@ import argparse
 import csv
 import datetime as dt
 import json
-import os
-import platform
 import re
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-import pyaccel_nas
 from benchmarks import measure
 from benchmarks.cases import IMPLS, OPS, PASSES, Case, grid, make_step, set_threads
+from pyaccel_nas.provenance import machine, source_state
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -39,55 +36,6 @@ COLUMNS = (
     "floor_ms", "fused/floor", "mflop", "mbytes", "saved_eager_mib", "saved_fused_mib", "rel_err", "busy_others",
     "faults_eager", "faults_compiled", "faults_fused",
 )  # fmt: skip
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine(cores: int, device: str = "cpu") -> dict:
-    gpu = {}
-    if torch.device(device).type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        gpu = {
-            "gpu": props.name,
-            "gpu_memory_gib": round(props.total_memory / 2**30, 1),
-            "gpu_sms": props.multi_processor_count,
-            "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(),
-        }
-    return {
-        **gpu,
-        "cpu": cpu_model(),
-        "cores": cores,
-        "logical_cpus": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pyaccel_nas": pyaccel_nas.__version__,
-    }
-
-
-def source_state() -> dict:
-    """The commit measured, and whether the ops' sources differ from it (the built library may too)."""
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    return {
-        "commit": git("rev-parse", "HEAD") or None,
-        "modified": git("status", "--porcelain", "--", "csrc", "pyaccel_nas").splitlines(),
-    }
 
 
 def progress(items: list, label):

@@ -4,6 +4,7 @@
     pyaccel-nas proxy-study  rank consistency of proxies: Spearman/Kendall against a ground-truth setting
     pyaccel-nas train        train one genotype at a setting and report validation and test accuracy
     pyaccel-nas prune        MDP: prune a CNN's channels and resolution (search, prune, fine-tune)
+    pyaccel-nas bench        proxy benchmark table: build it, study its proxies, compare strategies on it
     pyaccel-nas info         versions, compiled kernels per op and device, and why an op would fall back
 
 A wrong setting or input (a bad genotype, journal or checkpoint, an output directory that holds a finished
@@ -13,6 +14,7 @@ run) ends with one line, "pyaccel-nas: error: ...", and exit status 2; --debug s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -58,8 +60,16 @@ def _search(args: argparse.Namespace) -> int:
         "final_proxy": args.final_proxy, "layers": args.layers, "channels": args.channels, "threads": args.threads,
     }
     config = preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
-    with _executor(args, config.threads) as executor:
-        result = run_search(config, args.out, resume=args.resume, executor=executor, progress=not args.quiet)
+    if args.benchmark is not None:
+        from pyaccel_nas.bench import load_table
+        from pyaccel_nas.bench.simulate import TableEvaluator
+
+        evaluator = TableEvaluator(load_table(args.benchmark))
+        config = evaluator.search_config(config)
+        result = run_search(config, args.out, evaluator=evaluator, progress=not args.quiet)
+    else:
+        with _executor(args, config.threads) as executor:
+            result = run_search(config, args.out, resume=args.resume, executor=executor, progress=not args.quiet)
     best = result["best"]
     print(f"{config.strategy} search on {config.dataset} with proxy {config.proxy}: "
           f"{result['trained_networks']} networks, cost {result['cost']['macs']:.3g} MACs "
@@ -179,6 +189,53 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_build(args: argparse.Namespace) -> int:
+    from pyaccel_nas.bench.build import BenchConfig, build_table
+    from pyaccel_nas.bench.table import load_table
+
+    config = BenchConfig.from_arguments(args)
+    if args.threads is not None:
+        config = dataclasses.replace(config, threads=args.threads)
+    with _executor(args, config.threads) as executor:
+        path = build_table(config, args.out, resume=args.resume, executor=executor, progress=not args.quiet)
+    table = load_table(path)
+    print(f"{len(table.architectures)} architectures x {len(table.settings)} settings + reference "
+          f"{table.reference} on {config.dataset}; wrote {path}")
+    return 0
+
+
+def _bench_study(args: argparse.Namespace) -> int:
+    from pyaccel_nas.bench.study import study_markdown, study_table, write_study
+    from pyaccel_nas.bench.table import load_table
+    from pyaccel_nas.validation import claim_output_dir
+
+    table = load_table(args.table)
+    out = claim_output_dir(args.out, "study.json", overwrite=args.overwrite)
+    result = study_table(table, resamples=args.resamples, seed=args.seed)
+    print(study_markdown(result))
+    print(f"wrote {', '.join(map(str, write_study(result, out)))}")
+    return 0
+
+
+def _bench_compare(args: argparse.Namespace) -> int:
+    from pyaccel_nas.bench import load_table
+    from pyaccel_nas.bench.compare import CompareConfig, compare, markdown
+    from pyaccel_nas.econas.plots import plot_comparison
+    from pyaccel_nas.exec.files import write_json_atomically
+    from pyaccel_nas.validation import claim_output_dir
+
+    config = CompareConfig.from_arguments(args)
+    table = load_table(args.table)
+    out = claim_output_dir(args.out, "compare.json", overwrite=args.overwrite)
+    result = compare(table, config, progress=not args.quiet)
+    write_json_atomically(out / "compare.json", result)
+    (out / "compare.md").write_text(markdown(result))
+    plot_comparison(result, out / "compare.png")
+    print(markdown(result), end="")
+    print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
+    return 0
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | None) -> None:
     from pyaccel_nas.data import DATASETS
 
@@ -241,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--channels", type=int, help="channels of the first cells before the proxy divides them (36)")
     search.add_argument("--final-top", type=int, help="how many of the best networks to retrain at --final-proxy")
     search.add_argument("--final-proxy", help="setting of the final retraining (paper: c0r0s0e600, the ground truth)")
+    search.add_argument("--benchmark", type=Path, metavar="TABLE",
+                        help="benchmark mode: look accuracies up in this table (pyaccel-nas bench build) instead of "
+                             "training; --proxy must be one of its settings; seconds, no journal")
     search.add_argument("--max-skips", type=int, help="darts: at most this many skip connections in the derived "
                                                       "normal cell")
     search.add_argument("--unrolled", action="store_true", help="darts: second-order (unrolled) alpha gradient")
@@ -323,13 +383,57 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--quiet", action="store_true", help="no progress bar")
     prune.set_defaults(run=_prune)
 
+    bench = commands.add_parser("bench", help="proxy benchmark table: build it, study it, compare strategies on it")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    from pyaccel_nas.bench.build import BenchConfig
+
+    build = bench_commands.add_parser(
+        "build", help="train sampled architectures under a grid of proxies and a reference",
+        description="Samples architectures, trains each under every proxy setting (validation accuracy after E, 2E "
+                    "and 3E epochs) and under the reference setting (validation and test accuracy); writes "
+                    "OUT/table.jsonl (rewritten after every few architectures) and the journal OUT/journal.jsonl "
+                    "that --resume continues from.")
+    BenchConfig.add_arguments(build, default_preset="cpu")
+    _add_run_arguments(build, "build")
+    build.set_defaults(run=_bench_build)
+
+    bench_study = bench_commands.add_parser(
+        "study", help="rank consistency of the proxies of a table, with bootstrap intervals",
+        description="For every setting of a table and every epoch it was scored at (E, 2E, 3E): Spearman and "
+                    "Kendall rank correlation of its validation accuracy with the reference's test accuracy, "
+                    "95% bootstrap intervals over architectures, and its cost relative to the reference; the "
+                    "efficient frontier and the samples-vs-epochs and channels-vs-resolution groups. Prints the "
+                    "table; writes OUT/study.json, OUT/study.md and OUT/study.png.")
+    bench_study.add_argument("--table", required=True, type=Path, help="the table, e.g. OUT/table.jsonl of a build")
+    bench_study.add_argument("--out", required=True, type=Path, help="output directory")
+    bench_study.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples per interval "
+                                                                          "(default 2000)")
+    bench_study.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    bench_study.add_argument("--overwrite", action="store_true", help="replace the study in OUT if it has a "
+                                                                      "study.json (refused otherwise)")
+    bench_study.set_defaults(run=_bench_study)
+
+    from pyaccel_nas.bench.compare import CompareConfig
+
+    comparison = bench_commands.add_parser(
+        "compare", help="search strategies over many seeds at equal budgets, in benchmark mode",
+        description="Runs every strategy under every proxy of a table, for each seed and budget, with accuracies "
+                    "looked up in the table; writes OUT/compare.json, OUT/compare.md and OUT/compare.png.")
+    comparison.add_argument("--table", required=True, type=Path, help="the table (OUT/table.jsonl of bench build)")
+    CompareConfig.add_arguments(comparison, default_preset="default")
+    comparison.add_argument("--out", required=True, type=Path, help="output directory")
+    comparison.add_argument("--overwrite", action="store_true", help="replace a comparison in OUT")
+    comparison.add_argument("--quiet", action="store_true", help="no progress bar")
+    comparison.set_defaults(run=_bench_compare)
+
     info = commands.add_parser("info", help="versions, compiled kernels and fallbacks")
     info.add_argument("--json", action="store_true", help="print the full report as JSON")
     info.set_defaults(run=_info)
 
     debug = "on an error, show the traceback instead of one line"
     parser.add_argument("--debug", action="store_true", help=debug)
-    for command in commands.choices.values():  # also after the command; SUPPRESS keeps a --debug given before it
+    # also after the command (bench's included); SUPPRESS keeps a --debug given before it
+    for command in [*commands.choices.values(), *bench_commands.choices.values()]:
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
     return parser
 

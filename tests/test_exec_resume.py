@@ -180,11 +180,11 @@ def test_atomic_writer_gives_the_permissions_of_a_newly_opened_file(tmp_path):
 def test_study_correlations_leave_out_failed_evaluations():
     from scipy import stats
 
-    from pyaccel_nas.econas.study import _correlation
+    from pyaccel_nas.econas.study import rank_correlation
 
     proxy = [0.52, None, 0.31, 0.77, 0.45, 0.60]
     truth = [0.81, 0.90, None, 0.95, 0.70, 0.85]
     kept = [0, 3, 4, 5]  # evaluated under both settings
     expected = stats.spearmanr([proxy[i] for i in kept], [truth[i] for i in kept]).statistic
-    assert _correlation(stats.spearmanr, proxy, truth) == pytest.approx(expected)
-    assert _correlation(stats.kendalltau, [0.1, None, 0.3, None], [0.2, 0.4, None, 0.5]) is None  # 1 pair left
+    assert rank_correlation(stats.spearmanr, proxy, truth) == pytest.approx(expected)
+    assert rank_correlation(stats.kendalltau, [0.1, None, 0.3, None], [0.2, 0.4, None, 0.5]) is None  # 1 pair left

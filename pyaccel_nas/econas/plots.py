@@ -1,4 +1,5 @@
-"""Figures of a search: cell graphs of a genotype. Matplotlib runs headless (Agg); nothing is shown."""
+"""Figures of searches and proxy studies, and cell graphs of a genotype. Matplotlib runs headless (Agg);
+nothing is shown."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pyaccel_nas.econas.genotype import CELL_INPUTS, EDGES_PER_NODE, NODES, Genotype  # noqa: E402
+from pyaccel_nas.econas.proxy import Proxy  # noqa: E402
 
 _OP_COLOURS = {
     "none": "#bbbbbb",
@@ -121,6 +123,80 @@ def plot_study(result: dict, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def plot_bench_study(result: dict, path: str | Path) -> Path:
+    """The study of a benchmark table (:func:`pyaccel_nas.bench.study.study_table`): Spearman with its
+    bootstrap interval (a) at the final stage of the settings of each samples-vs-epochs group, (b) the same
+    for each channels-vs-resolution group, (c) at every stage against the cost relative to the reference,
+    with the efficient frontier."""
+    fig, axes = plt.subplots(1, 3, figsize=(19, 5.8), gridspec_kw=dict(width_ratios=[1, 1, 1.5]))
+    final = {p["setting"]: p for p in result["points"] if p["epoch"] == Proxy.parse(p["setting"]).epochs}
+    _draw_groups(axes[0], result["groups"]["samples_vs_epochs"], final,
+                 "(a) fewer samples or fewer epochs, equal images seen", "ordered by the sample divisor s")
+    _draw_groups(axes[1], result["groups"]["channels_vs_resolution"], final,
+                 "(b) fewer channels or lower resolution, equal c x r", "ordered by the channel divisor c")
+    _draw_cost_panel(axes[2], result)
+    fig.suptitle(f"Proxy rank consistency on {result['dataset']}: {result['architectures']} architectures, ground "
+                 f"truth the {result['ground_truth']} ({result['reference']}); bars: {result['confidence']:.0%} "
+                 f"bootstrap intervals", fontsize=11)
+    return _save(fig, path)
+
+
+def _spearman_with_bars(ax, xs: list[float], points: list[dict | None], **style) -> None:
+    """Spearman of each point (left out where undefined or absent) as a line in ``style``, and its bootstrap
+    interval as a bar of the line's colour."""
+    (line,) = ax.plot(xs, _drawable([None if p is None else p["spearman"]["value"] for p in points]), **style)
+    bars = [(x, p["spearman"]["low"], p["spearman"]["high"]) for x, p in zip(xs, points)
+            if p is not None and p["spearman"]["low"] is not None]
+    if bars:
+        ax.vlines(*zip(*bars), color=line.get_color(), lw=1.5, alpha=0.6)
+
+
+def _draw_groups(ax, groups: list[dict], final: dict[str, dict], title: str, order: str) -> None:
+    """Each group's settings side by side (a gap between groups), their final-stage Spearman joined."""
+    ticks, labels = [], []
+    for group in groups:
+        first = ticks[-1] + 2 if ticks else 0  # an empty slot between two groups
+        xs = list(range(first, first + len(group["settings"])))
+        _spearman_with_bars(ax, xs, [final.get(s) for s in group["settings"]], marker="o", label=group["label"])
+        ticks += xs
+        labels += group["settings"]
+    if groups:
+        ax.set_xticks(ticks, labels, rotation=30, ha="right", fontsize=8)
+        ax.legend(fontsize=8, loc="best")
+    else:
+        ax.text(0.5, 0.5, "no two settings of the grid\ndiffer in this trade-off only", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_xticks([])
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(f"setting at its final stage (3E epochs), {order}")
+    ax.set_ylabel("Spearman rho")
+    ax.grid(alpha=0.3)
+
+
+def _draw_cost_panel(ax, result: dict) -> None:
+    """Every (setting, stage) point, a setting's stages joined; the frontier as a black line over rings."""
+    for setting in dict.fromkeys(p["setting"] for p in result["points"]):
+        points = [p for p in result["points"] if p["setting"] == setting]
+        _spearman_with_bars(ax, _drawable([p["cost_vs_reference"] for p in points]), points,
+                            marker="o", ms=5, lw=0.8, ls=":", label=setting)
+        for p in points:
+            if p["spearman"]["value"] is not None:
+                ax.annotate(f"{setting}@{p['epoch']}", (p["cost_vs_reference"], p["spearman"]["value"]),
+                            textcoords="offset points", xytext=(4, 3), fontsize=6.5)
+    frontier = {(f["setting"], f["epoch"]) for f in result["frontier"]}
+    on = sorted((p["cost_vs_reference"], p["spearman"]["value"]) for p in result["points"]
+                if (p["setting"], p["epoch"]) in frontier)
+    if on:
+        ax.plot(*zip(*on), color="black", lw=1.5, marker="o", ms=11, mfc="none", label="efficient frontier",
+                zorder=3)
+    ax.set_xscale("log")
+    ax.set_title("(c) rank consistency against cost, every setting after E, 2E, 3E epochs", fontsize=10)
+    ax.set_xlabel(f"training cost relative to the reference {result['reference']} (log)")
+    ax.set_ylabel("Spearman rho")
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3, which="both")
+
+
 def plot_alphas(result: dict, path: str | Path) -> Path:
     """A DARTS search: per cell type, each operation's softmaxed alpha averaged over the edges, per epoch;
     and the supernet's validation accuracy per epoch."""
@@ -141,3 +217,34 @@ def plot_alphas(result: dict, path: str | Path) -> Path:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, path)
+
+
+def plot_comparison(comparison: dict, path: str | Path) -> None:
+    """Regret (points of reference test accuracy) against budget, one line per strategy (colour) and proxy
+    (line style), with the 95 % intervals as bands."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    strategies = sorted({g["strategy"] for g in comparison["groups"]})
+    proxies = sorted({g["proxy"] for g in comparison["groups"]})
+    styles = ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3))]
+    for s_index, strategy in enumerate(strategies):
+        for p_index, proxy in enumerate(proxies):
+            groups = sorted((g for g in comparison["groups"] if g["strategy"] == strategy and g["proxy"] == proxy
+                             and g["regret"] is not None), key=lambda g: g["budget"])
+            if not groups:
+                continue
+            x = [g["budget"] for g in groups]
+            colour = f"C{s_index}"
+            ax.plot(x, [100 * g["regret"]["mean"] for g in groups], color=colour, marker="o", markersize=3,
+                    linestyle=styles[p_index % len(styles)], label=f"{strategy}, {proxy}")
+            ax.fill_between(x, [100 * g["regret"]["low"] for g in groups], [100 * g["regret"]["high"] for g in groups],
+                            color=colour, alpha=0.12, linewidth=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("budget (training cost of this many networks at the reference setting)")
+    ax.set_ylabel("regret (points of reference test accuracy)")
+    seeds = comparison["config"]["seeds"]
+    ax.set_title(f"Search strategies on the benchmark table, {seeds} seeds each (bands: 95 % intervals)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

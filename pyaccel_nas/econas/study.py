@@ -110,8 +110,8 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, exe
                          "val_accuracy": truth},
         "proxies": {
             text: {
-                "spearman": _correlation(stats.spearmanr, accuracies[text], truth),
-                "kendall": _correlation(stats.kendalltau, accuracies[text], truth),
+                "spearman": rank_correlation(stats.spearmanr, accuracies[text], truth),
+                "kendall": rank_correlation(stats.kendalltau, accuracies[text], truth),
                 "cost_macs": costs[text],
                 "cost_vs_ground_truth": costs[text] / costs[config.ground_truth],
                 "val_accuracy": accuracies[text],
@@ -127,7 +127,7 @@ def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, exe
     return result
 
 
-def _correlation(statistic, a: list[float | None], b: list[float | None]) -> float | None:
+def rank_correlation(statistic, a: list[float | None], b: list[float | None]) -> float | None:
     """The rank correlation over the architectures both settings evaluated (None: failed), or None where
     it is undefined (fewer than 3 of them, or a setting that ranks every network equal)."""
     pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
