@@ -27,7 +27,7 @@ from scipy import stats
 from pyaccel_nas.bench.table import BenchTable, Measurement
 from pyaccel_nas.econas.proxy import Proxy
 from pyaccel_nas.econas.study import rank_correlation
-from pyaccel_nas.exec.files import atomic_writer, write_json_atomically
+from pyaccel_nas.exec.files import write_json_atomically, write_text_atomically
 
 CONFIDENCE = 0.95
 STATISTICS = {"spearman": stats.spearmanr, "kendall": stats.kendalltau}
@@ -187,7 +187,6 @@ def write_study(result: dict, out: str | Path) -> list[Path]:
     out = Path(out)
     paths = [out / "study.json", out / "study.md", out / "study.png"]
     write_json_atomically(paths[0], result)
-    with atomic_writer(paths[1]) as f:
-        f.write(study_markdown(result).encode())
+    write_text_atomically(paths[1], study_markdown(result))
     plot_bench_study(result, paths[2])
     return paths

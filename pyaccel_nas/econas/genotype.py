@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyaccel_nas.exec.files import write_text_atomically
 from pyaccel_nas.validation import parse_json, quote
 
 PRIMITIVES = (
@@ -118,7 +119,7 @@ class Genotype:
         return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Genotype:

@@ -13,6 +13,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from pyaccel_nas.econas.genotype import CELL_INPUTS, EDGES_PER_NODE, NODES, Genotype  # noqa: E402
 from pyaccel_nas.econas.proxy import Proxy  # noqa: E402
+from pyaccel_nas.exec.files import save_figure_atomically  # noqa: E402
 
 _OP_COLOURS = {
     "none": "#bbbbbb",
@@ -70,7 +71,7 @@ def _draw_cell(ax, title: str, edges, concat) -> None:
 def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    save_figure_atomically(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -219,7 +220,7 @@ def plot_alphas(result: dict, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_comparison(comparison: dict, path: str | Path) -> None:
+def plot_comparison(comparison: dict, path: str | Path) -> Path:
     """Regret (points of reference test accuracy) against budget, one line per strategy (colour) and proxy
     (line style), with the 95 % intervals as bands."""
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -245,6 +246,4 @@ def plot_comparison(comparison: dict, path: str | Path) -> None:
     ax.set_title(f"Search strategies on the benchmark table, {seeds} seeds each (bands: 95 % intervals)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return _save(fig, path)

@@ -3,6 +3,7 @@ never half, and named only inside the run's directory."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -46,12 +47,23 @@ def _umask() -> int:
     return umask
 
 
+def write_text_atomically(path: str | Path, text: str) -> None:
+    with atomic_writer(path) as f:
+        f.write(text.encode())
+
+
 def write_json_atomically(path: str | Path, data) -> None:
     """Writes ``data`` as JSON; ValueError, before the file is touched, if it holds NaN or infinity (which
     JSON has no numbers for: a reader would choke on the file or take the value for null)."""
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    write_text_atomically(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def save_figure_atomically(figure, path: str | Path, dpi: int) -> None:
+    """A matplotlib figure as PNG (rendered in memory first: a kill mid-render leaves the old picture)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
     with atomic_writer(path) as f:
-        f.write(text.encode())
+        f.write(buffer.getvalue())
 
 
 class OutsideRunError(ValueError):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyaccel_nas.exec.files import write_text_atomically
 from pyaccel_nas.validation import parse_json, quote
 
 ARCH_FORMAT = "pyaccel_nas.mdp.arch/1"
@@ -158,7 +159,7 @@ class ArchConfig:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(self.to_json() + "\n")
+        write_text_atomically(path, self.to_json() + "\n")
         return path
 
     @classmethod

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from pyaccel_nas.exec.files import save_figure_atomically  # noqa: E402
 from pyaccel_nas.mdp.layers import MDPNet  # noqa: E402
 
 
@@ -75,6 +76,6 @@ def plot_report(report: dict, path: str | Path) -> Path:
     factor_ax.set_xlabel("block")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    save_figure_atomically(fig, path, dpi=120)
     plt.close(fig)
     return path
