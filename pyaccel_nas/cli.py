@@ -14,7 +14,6 @@ run) ends with one line, "pyaccel-nas: error: ...", and exit status 2; --debug s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -45,21 +44,57 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(**values) -> dict:
+    """The settings a command's own flags give: those not None."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def _darts_only_options() -> list[str]:
+    """The fields of DartsConfig whose flags `search` has from it: those SearchConfig has no flag for."""
+    from pyaccel_nas.econas.darts import DartsConfig
+    from pyaccel_nas.econas.search import SearchConfig
+
+    return [name for name in DartsConfig.option_names() if name not in SearchConfig.option_names()]
+
+
+def run_config(args: argparse.Namespace):
+    """The configuration of the run that parsed flags of ``search``, ``proxy-study`` or ``prune`` describe:
+    their preset with the flags given on top (ValueError for a flag the run has no use for or a bad value)."""
+    from pyaccel_nas.econas.darts import DartsConfig
+    from pyaccel_nas.econas.search import SearchConfig
+    from pyaccel_nas.econas.study import StudyConfig
+    from pyaccel_nas.mdp.pipeline import PruneConfig
+
+    if args.command == "proxy-study":
+        return StudyConfig.from_arguments(args, **_given(threads=args.threads))
+    if args.command == "prune":
+        # a threshold replaces the preset's MAC target
+        target = (dict(threshold=args.threshold, mac_reduction=None) if args.threshold is not None
+                  else _given(mac_reduction=args.mac_reduction))
+        return PruneConfig.from_arguments(args, **target)
+    if args.command != "search":
+        raise ValueError(f"{args.command} has no run configuration")
+    if args.strategy == "darts":
+        for name in SearchConfig.option_names():
+            if name not in DartsConfig.option_names() and getattr(args, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} does not apply to --strategy darts" +
+                                 (" (the proxy's epochs do)" if name == "cycles" else ""))
+        # --threads is not a setting of DARTS (its search runs in this process): ignored
+        return DartsConfig.from_arguments(args, **({"fused": False} if args.reference_ops else {}))
+    for name in _darts_only_options():
+        if getattr(args, name) is not None:
+            raise ValueError(f"--{name.replace('_', '-')} applies to --strategy darts only")
+    if args.reference_ops:
+        raise ValueError("--reference-ops applies to --strategy darts only")
+    return SearchConfig.from_arguments(args, **_given(strategy=args.strategy, threads=args.threads))
+
+
 def _search(args: argparse.Namespace) -> int:
-    from pyaccel_nas.econas.search import preset, run_search
+    from pyaccel_nas.econas.search import run_search
 
     if args.strategy == "darts":
         return _darts_search(args)
-    for flag, value in (("--max-skips", args.max_skips), ("--unrolled", args.unrolled or None),
-                        ("--reference-ops", args.reference_ops or None)):
-        if value is not None:
-            raise ValueError(f"{flag} applies to --strategy darts only")
-    overrides = {
-        "strategy": args.strategy, "dataset": args.dataset, "data_root": args.data_root, "proxy": args.proxy,
-        "cycles": args.cycles, "budget": args.budget, "seed": args.seed, "final_top": args.final_top,
-        "final_proxy": args.final_proxy, "layers": args.layers, "channels": args.channels, "threads": args.threads,
-    }
-    config = preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
+    config = run_config(args)
     if args.benchmark is not None:
         from pyaccel_nas.bench import load_table
         from pyaccel_nas.bench.simulate import TableEvaluator
@@ -89,17 +124,9 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _darts_search(args: argparse.Namespace) -> int:
-    from pyaccel_nas.econas.darts import darts_preset, run_darts
+    from pyaccel_nas.econas.darts import run_darts
 
-    if args.cycles is not None:
-        raise ValueError("--cycles does not apply to --strategy darts (the proxy's epochs do)")
-    overrides = {
-        "dataset": args.dataset, "data_root": args.data_root, "proxy": args.proxy, "budget": args.budget,
-        "seed": args.seed, "final_top": args.final_top, "final_proxy": args.final_proxy, "layers": args.layers,
-        "channels": args.channels, "max_skips": args.max_skips, "unrolled": args.unrolled or None,
-        "fused": False if args.reference_ops else None,
-    }
-    config = darts_preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
+    config = run_config(args)
     result = run_darts(config, args.out, resume=args.resume, progress=not args.quiet)
     print(f"darts search on {config.dataset} with proxy {config.proxy}: {result['cost']['epochs']} epochs, cost "
           f"{result['cost']['macs']:.3g} MACs, stopped by {result['stopped_by']}")
@@ -114,12 +141,9 @@ def _darts_search(args: argparse.Namespace) -> int:
 
 
 def _proxy_study(args: argparse.Namespace) -> int:
-    from pyaccel_nas.econas.study import run_study, study_preset
+    from pyaccel_nas.econas.study import run_study
 
-    overrides = {"dataset": args.dataset, "data_root": args.data_root, "architectures": args.architectures,
-                 "ground_truth": args.ground_truth, "seed": args.seed, "layers": args.layers,
-                 "proxies": tuple(args.proxies.split(",")) if args.proxies else None, "threads": args.threads}
-    config = study_preset(args.preset, **{k: v for k, v in overrides.items() if v is not None})
+    config = run_config(args)
     with _executor(args, config.threads) as executor:
         result = run_study(config, args.out, resume=args.resume, executor=executor, progress=not args.quiet)
     truth = result["ground_truth"]
@@ -164,19 +188,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from pyaccel_nas.mdp.pipeline import preset, run_prune
+    from pyaccel_nas.mdp.pipeline import run_prune
 
-    overrides = {"model": args.model, "dataset": args.dataset, "data_root": args.data_root, "seed": args.seed,
-                 "pretrain_epochs": args.pretrain_epochs, "search_epochs": args.search_epochs,
-                 "finetune_epochs": args.finetune_epochs, "train_divisor": args.train_divisor,
-                 "learning_rate": args.learning_rate, "finetune_learning_rate": args.finetune_learning_rate,
-                 "alpha": args.alpha, "eta": args.eta, "beta": args.beta, "round_to": args.round_to}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if args.threshold is not None:
-        overrides.update(threshold=args.threshold, mac_reduction=None)
-    elif args.mac_reduction is not None:
-        overrides["mac_reduction"] = args.mac_reduction
-    config = preset(args.preset, **overrides)
+    config = run_config(args)
     report = run_prune(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print(f"{config.model} on {config.dataset}: MACs {report['macs']['before']:.4g} -> {report['macs']['after']:.4g} "
           f"(/{report['macs_reduction']:.2f}), params {report['params']['before']} -> {report['params']['after']}, "
@@ -193,9 +207,7 @@ def _bench_build(args: argparse.Namespace) -> int:
     from pyaccel_nas.bench.build import BenchConfig, build_table
     from pyaccel_nas.bench.table import load_table
 
-    config = BenchConfig.from_arguments(args)
-    if args.threads is not None:
-        config = dataclasses.replace(config, threads=args.threads)
+    config = BenchConfig.from_arguments(args, **_given(threads=args.threads))
     with _executor(args, config.threads) as executor:
         path = build_table(config, args.out, resume=args.resume, executor=executor, progress=not args.quiet)
     table = load_table(path)
@@ -221,7 +233,7 @@ def _bench_compare(args: argparse.Namespace) -> int:
     from pyaccel_nas.bench import load_table
     from pyaccel_nas.bench.compare import CompareConfig, compare, markdown
     from pyaccel_nas.econas.plots import plot_comparison
-    from pyaccel_nas.exec.files import write_json_atomically
+    from pyaccel_nas.exec.files import write_json_atomically, write_text_atomically
     from pyaccel_nas.validation import claim_output_dir
 
     config = CompareConfig.from_arguments(args)
@@ -229,7 +241,7 @@ def _bench_compare(args: argparse.Namespace) -> int:
     out = claim_output_dir(args.out, "compare.json", overwrite=args.overwrite)
     result = compare(table, config, progress=not args.quiet)
     write_json_atomically(out / "compare.json", result)
-    (out / "compare.md").write_text(markdown(result))
+    write_text_atomically(out / "compare.md", markdown(result))
     plot_comparison(result, out / "compare.png")
     print(markdown(result), end="")
     print(f"wrote {out / 'compare.json'}, {out / 'compare.md'}, {out / 'compare.png'}")
@@ -272,9 +284,10 @@ def _executor(args: argparse.Namespace, threads: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pyaccel_nas.econas.search import PRESETS
+    from pyaccel_nas.econas.darts import DartsConfig
+    from pyaccel_nas.econas.search import SearchConfig
     from pyaccel_nas.econas.strategies import STRATEGIES
-    from pyaccel_nas.econas.study import STUDY_PRESETS
+    from pyaccel_nas.econas.study import StudyConfig
 
     parser = argparse.ArgumentParser(prog="pyaccel-nas", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -285,27 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
         "search", help="EcoNAS architecture search",
         description="Evolutionary search on a proxy; writes OUT/result.json, OUT/search.png, OUT/best_genotype.json, "
                     "the journal of finished evaluations and checkpoints. Flags override the preset.")
-    search.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                        help="sizes and proxy: smoke (under a minute on 2 CPU cores), cpu (minutes), paper (default)")
     search.add_argument("--strategy", choices=sorted([*STRATEGIES, "darts"]),
                         help="default: hierarchical; darts: differentiable search of a supernet (its own presets)")
-    _add_data_arguments(search, None)
-    search.add_argument("--proxy", help="training setting of the search, c{x}r{y}s{z}e{n} (paper: c4r4s0e60)")
-    search.add_argument("--cycles", type=int, help="search cycles (paper: 100)")
-    search.add_argument("--budget", type=positive_float, help="stop before the training cost passes this many MACs")
-    search.add_argument("--seed", type=int, help="default: 0")
-    search.add_argument("--layers", type=int, help="cells in the network (paper: 20)")
-    search.add_argument("--channels", type=int, help="channels of the first cells before the proxy divides them (36)")
-    search.add_argument("--final-top", type=int, help="how many of the best networks to retrain at --final-proxy")
-    search.add_argument("--final-proxy", help="setting of the final retraining (paper: c0r0s0e600, the ground truth)")
+    SearchConfig.add_arguments(search, default_preset="paper")
+    DartsConfig.add_arguments(search, default_preset=None, only=_darts_only_options())
+    search.add_argument("--reference-ops", action="store_true", help="darts: run the supernet on the reference "
+                                                                      "ops instead of the fused ones")
     search.add_argument("--benchmark", type=Path, metavar="TABLE",
                         help="benchmark mode: look accuracies up in this table (pyaccel-nas bench build) instead of "
                              "training; --proxy must be one of its settings; seconds, no journal")
-    search.add_argument("--max-skips", type=int, help="darts: at most this many skip connections in the derived "
-                                                      "normal cell")
-    search.add_argument("--unrolled", action="store_true", help="darts: second-order (unrolled) alpha gradient")
-    search.add_argument("--reference-ops", action="store_true", help="darts: run the supernet on the reference "
-                                                                      "ops instead of the fused ones")
     _add_run_arguments(search, "search")
     search.set_defaults(run=_search)
 
@@ -313,14 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         "proxy-study", help="rank consistency of proxies against a ground-truth setting",
         description="Trains M random architectures under the ground truth and under each proxy; reports Spearman and "
                     "Kendall rank correlation and cost per proxy; writes OUT/study.json and OUT/study.png.")
-    study.add_argument("--preset", choices=sorted(STUDY_PRESETS), default="paper",
-                       help="smoke (a minute), cpu (12 architectures, minutes), paper (default)")
-    _add_data_arguments(study, None)
-    study.add_argument("--architectures", type=int, help="how many random architectures (paper preset: 50)")
-    study.add_argument("--ground-truth", help="reference setting (paper preset: c0r0s0e600)")
-    study.add_argument("--proxies", help="comma-separated proxies, e.g. c4r4s0e60,c8r4s0e60")
-    study.add_argument("--layers", type=int, help="cells in the network")
-    study.add_argument("--seed", type=int)
+    StudyConfig.add_arguments(study, default_preset="paper")
     _add_run_arguments(study, "study")
     study.set_defaults(run=_proxy_study)
 
@@ -341,8 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "(refused otherwise)")
     train.set_defaults(run=_train)
 
-    from pyaccel_nas.mdp.models import MODELS
-    from pyaccel_nas.mdp.pipeline import PRESETS as PRUNE_PRESETS
+    from pyaccel_nas.mdp.pipeline import PruneConfig
 
     prune = commands.add_parser(
         "prune", help="MDP: multi-dimensional pruning of channels and resolution",
@@ -350,33 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "physically, fine-tunes it, and trains the unpruned baseline for the same total epochs; writes "
                     "OUT/report.json, OUT/report.png, OUT/pruned.pt + OUT/pruned.json and OUT/baseline.pt + .json. "
                     "Flags override the preset.")
-    prune.add_argument("--model", choices=sorted(MODELS), default="resnet20")
-    _add_data_arguments(prune, "fashion-mnist")
-    prune.add_argument("--preset", choices=sorted(PRUNE_PRESETS), default="paper",
-                       help="smoke (under a minute on 2 CPU cores), cpu (a tenth of the data, minutes), paper (default)")
-    prune.add_argument("--seed", type=int, help="default: 0")
-    prune.add_argument("--train-divisor", type=int, help="train on 1/N of the training split (class-stratified)")
-    prune.add_argument("--pretrain-epochs", type=int, help="plain-network epochs before the search (shared with "
-                                                           "the baseline)")
-    prune.add_argument("--search-epochs", type=int)
-    prune.add_argument("--finetune-epochs", type=int)
-    prune.add_argument("--learning-rate", type=positive_float,
-                       help="initial SGD learning rate of pre-training and the baseline (the search goes on from "
-                            "the rate the baseline's cosine schedule has reached)")
-    prune.add_argument("--finetune-learning-rate", type=positive_float,
-                       help="initial learning rate of the fine-tuning's own cosine schedule")
-    prune.add_argument("--alpha", type=non_negative_float, help="weight of the branch-entropy loss L_st")
-    prune.add_argument("--eta", type=non_negative_float, help="weight of the gate L1 loss L_gate")
-    prune.add_argument("--beta", type=non_negative_float,
-                       help="weight of the resolution cost L_cost (expected MACs of the resolution branches; 0: "
-                            "choose resolutions by accuracy alone)")
+    PruneConfig.add_arguments(prune, default_preset="paper")
     target = prune.add_mutually_exclusive_group()
     target.add_argument("--mac-reduction", type=positive_float,
                         help="prune to the unpruned MACs divided by this (default 2); one that no pruning of the "
                              "model could reach is refused before training")
     target.add_argument("--threshold", type=non_negative_float,
                         help="instead: remove channels whose gates are below this")
-    prune.add_argument("--round-to", type=int, help="channel counts are multiples of this (default 4)")
     prune.add_argument("--out", required=True, type=Path, help="output directory")
     prune.add_argument("--overwrite", action="store_true", help="replace the run in OUT if it has a report.json "
                                                                 "(refused otherwise)")

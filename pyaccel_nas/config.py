@@ -16,6 +16,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable, Collection
 from typing import Any, ClassVar, TypeVar
 
 from pyaccel_nas.validation import shorten
@@ -23,9 +24,17 @@ from pyaccel_nas.validation import shorten
 Config = TypeVar("Config", bound="RunConfig")
 
 
-def option(help: str, default: Any = dataclasses.MISSING, **field_kwargs) -> Any:
-    """A dataclass field that is also a command-line flag, with its ``--help`` text."""
-    return dataclasses.field(default=default, metadata={"help": help}, **field_kwargs)
+def option(help: str, default: Any = dataclasses.MISSING, *, choices: Collection[str] | None = None,
+           parse: Callable[[str], Any] | None = None, **field_kwargs) -> Any:
+    """A dataclass field that is also a command-line flag, with its ``--help`` text; ``choices`` restrict the
+    flag's values, ``parse`` replaces the function its text is parsed with (of each item, for a tuple), e.g.
+    :func:`positive_float` to refuse a bad value before anything runs."""
+    metadata = {"help": help}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    if parse is not None:
+        metadata["parse"] = parse
+    return dataclasses.field(default=default, metadata=metadata, **field_kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,30 +54,40 @@ class RunConfig:
         return cls(**{**cls.PRESETS[name], **overrides})
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser, *, default_preset: str) -> None:
-        """``--preset`` and one flag per ``option`` field."""
-        parser.add_argument("--preset", choices=list(cls.PRESETS), default=default_preset,
-                            help=f"settings to start from (default: {default_preset}); the flags below change them")
-        hints = typing.get_type_hints(cls)
-        for field in dataclasses.fields(cls):
-            if "help" not in field.metadata:
-                continue
-            kind, parse = _argument_type(hints[field.name])
-            shown = _defaults_text(cls, field.name)
-            text = f"{field.metadata['help']} ({shown})" if shown else field.metadata["help"]
-            if kind is bool:
-                parser.add_argument(f"--{field.name.replace('_', '-')}", action=argparse.BooleanOptionalAction,
-                                    default=None, help=text)
-            else:
-                parser.add_argument(f"--{field.name.replace('_', '-')}", type=parse, default=None,
-                                    metavar=field.name.upper(), help=text)
+    def option_names(cls) -> list[str]:
+        """The fields that are command-line flags, in declaration order."""
+        return [f.name for f in dataclasses.fields(cls) if "help" in f.metadata]
 
     @classmethod
-    def from_arguments(cls: type[Config], args: argparse.Namespace) -> Config:
-        """The configuration the parsed flags describe: their preset, with every flag given on top."""
-        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-                 if "help" in f.metadata and getattr(args, f.name, None) is not None}
-        return cls.preset(args.preset, **given)
+    def add_arguments(cls, parser: argparse.ArgumentParser, *, default_preset: str | None,
+                      only: Collection[str] | None = None) -> None:
+        """``--preset`` (none if ``default_preset`` is None) and one flag per ``option`` field (of those in
+        ``only``, if given: a command whose flags another configuration already made)."""
+        if default_preset is not None:
+            parser.add_argument("--preset", choices=list(cls.PRESETS), default=default_preset,
+                                help=f"settings to start from (default: {default_preset}); the flags below change "
+                                     f"them")
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            if "help" not in field.metadata or (only is not None and field.name not in only):
+                continue
+            kind, parse = _argument_type(hints[field.name], field.metadata.get("parse"))
+            shown = _defaults_text(cls, field.name)
+            text = f"{field.metadata['help']} ({shown})" if shown else field.metadata["help"]
+            flag = f"--{field.name.replace('_', '-')}"
+            if kind is bool:
+                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            elif "choices" in field.metadata:
+                parser.add_argument(flag, type=parse, choices=field.metadata["choices"], default=None, help=text)
+            else:
+                parser.add_argument(flag, type=parse, default=None, metavar=field.name.upper(), help=text)
+
+    @classmethod
+    def from_arguments(cls: type[Config], args: argparse.Namespace, **overrides) -> Config:
+        """The configuration the parsed flags describe: their preset, with every flag given on top, and
+        ``overrides`` (settings the command takes from flags of its own) on top of those."""
+        given = {name: getattr(args, name) for name in cls.option_names() if getattr(args, name, None) is not None}
+        return cls.preset(args.preset, **{**given, **overrides})
 
 
 def finite_float(text: str) -> float:
@@ -97,16 +116,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def _argument_type(annotation) -> tuple[type, Any]:
-    """The scalar type of a field (``X | None`` -> X) and the function argparse parses its text with;
-    tuples are comma-separated lists."""
+def _argument_type(annotation, parse=None) -> tuple[type, Any]:
+    """The scalar type of a field (``X | None`` -> X) and the function argparse parses its text with
+    (``parse`` if given); tuples are comma-separated lists."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         (annotation,) = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) is tuple:
         item = typing.get_args(annotation)[0]
-        parse = finite_float if item is float else item
+        parse = parse or (finite_float if item is float else item)
         return tuple, lambda text: tuple(parse(part.strip()) for part in text.split(",") if part.strip())
-    return annotation, finite_float if annotation is float else annotation
+    return annotation, parse or (finite_float if annotation is float else annotation)
 
 
 def _defaults_text(cls: type[RunConfig], name: str) -> str:

@@ -17,7 +17,7 @@ from pyaccel_nas.bench.compare import CompareConfig, compare
 from pyaccel_nas.bench.simulate import TableEvaluator
 from pyaccel_nas.bench.table import TABLE_FORMAT, load_table, write_table
 from pyaccel_nas.econas.proxy import Proxy
-from pyaccel_nas.econas.search import execute, preset, run_search
+from pyaccel_nas.econas.search import SearchConfig, execute, run_search
 
 SETTINGS = ("c4r0s0e3", "c4r2s2e6")
 REFERENCE = "c2r0s0e6"
@@ -57,7 +57,8 @@ def evaluator(table_path):
 
 
 def search(evaluator, **overrides):
-    config = evaluator.search_config(preset("smoke", **{"proxy": SETTINGS[0], "cycles": 4, "final_top": 2, **overrides}))
+    config = evaluator.search_config(
+        SearchConfig.preset("smoke", **{"proxy": SETTINGS[0], "cycles": 4, "final_top": 2, **overrides}))
     return execute(config, Path("unused: benchmark mode writes nothing"), evaluator, progress=False)
 
 
@@ -92,7 +93,7 @@ def test_benchmark_searches_are_deterministic_per_seed(evaluator, tmp_path):
 
 
 def search_config(evaluator, **overrides):
-    return evaluator.search_config(preset("smoke", **{"proxy": SETTINGS[0], "cycles": 3, **overrides}))
+    return evaluator.search_config(SearchConfig.preset("smoke", **{"proxy": SETTINGS[0], "cycles": 3, **overrides}))
 
 
 def test_a_mutation_moves_to_the_nearest_other_architecture_of_the_table(evaluator):
@@ -112,7 +113,7 @@ def test_a_mutation_moves_to_the_nearest_other_architecture_of_the_table(evaluat
 
 def test_benchmark_mode_refuses_a_proxy_the_table_lacks(evaluator):
     with pytest.raises(ValueError, match="not in the table"):
-        evaluator.search_config(preset("smoke"))
+        evaluator.search_config(SearchConfig.preset("smoke"))
 
 
 def test_the_comparison_covers_every_group_and_is_deterministic(table_path):

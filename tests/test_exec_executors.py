@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pyaccel_nas.econas.search import preset, run_search
+from pyaccel_nas.econas.search import SearchConfig, run_search
 from pyaccel_nas.exec import EnvironmentFailure, InlineExecutor, ProcessExecutor, make_executor
 
 ray = pytest.importorskip("ray")
@@ -108,7 +108,7 @@ def test_bad_executor_arguments_are_refused():
 @pytest.fixture(scope="module")
 def inline_search(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("inline")
-    run_search(preset("smoke", **SEARCH), out, progress=False)
+    run_search(SearchConfig.preset("smoke", **SEARCH), out, progress=False)
     return json.loads((out / "result.json").read_text())
 
 
@@ -118,7 +118,7 @@ def test_the_same_search_gives_the_same_result_on_every_executor(name, inline_se
         request.getfixturevalue("local_ray")
     kwargs = {"workers": 2} if name == "process" else {}
     with make_executor(name, **kwargs) as executor:
-        run_search(preset("smoke", **SEARCH), tmp_path, executor=executor, progress=False)
+        run_search(SearchConfig.preset("smoke", **SEARCH), tmp_path, executor=executor, progress=False)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["trained_networks"] == 4 + 2 * 3 and result["best"]["val_accuracy"] > 0.1  # it really searched
     assert result == inline_search  # accuracies, cost, history, the final retraining: all exactly equal

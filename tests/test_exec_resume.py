@@ -18,7 +18,7 @@ import pytest
 
 from pyaccel_nas.econas import journal as journal_module
 from pyaccel_nas.econas.journal import JournalError
-from pyaccel_nas.econas.search import preset, run_search
+from pyaccel_nas.econas.search import SearchConfig, run_search
 from pyaccel_nas.exec import InlineExecutor
 from pyaccel_nas.exec.files import atomic_writer
 
@@ -35,7 +35,7 @@ def journal_keys(out: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("uninterrupted")
-    run_search(preset("smoke", **SEARCH), out, progress=False)
+    run_search(SearchConfig.preset("smoke", **SEARCH), out, progress=False)
     return out
 
 
@@ -95,7 +95,8 @@ def test_a_failing_evaluation_is_retried_then_recorded_and_replayed_as_failed(tm
 
     real_evaluation = journal_module.run_evaluation
     monkeypatch.setattr(journal_module, "run_evaluation", evaluate)
-    result = run_search(preset("smoke", **SEARCH), tmp_path, executor=InlineExecutor(retries=2), progress=False)
+    result = run_search(SearchConfig.preset("smoke", **SEARCH), tmp_path, executor=InlineExecutor(retries=2),
+                        progress=False)
     assert calls.count(broken) == 3  # one run and 2 retries
     assert result["failed"] == [{"key": broken, "network_id": 5, "error": "OutOfMemoryError: injected"}]
     assert result["trained_networks"] == 4 + 2 * 4 - 1  # the search went on without it
@@ -106,7 +107,7 @@ def test_a_failing_evaluation_is_retried_then_recorded_and_replayed_as_failed(tm
 
     # a resume replays the failure from the journal: nothing runs again, the result is the same
     calls.clear()
-    resumed = run_search(preset("smoke", **SEARCH), tmp_path, resume=True, progress=False)
+    resumed = run_search(SearchConfig.preset("smoke", **SEARCH), tmp_path, resume=True, progress=False)
     assert calls == [] and resumed == result
 
 
@@ -142,16 +143,16 @@ def test_a_corrupted_or_foreign_journal_is_refused(uninterrupted, tmp_path, dama
     assert damaged != lines, "the damage must change the journal"
     (out / "journal.jsonl").write_text("\n".join(damaged) + "\n")
     with pytest.raises(JournalError, match=message):
-        run_search(preset("smoke", **SEARCH), out, resume=True, progress=False)
+        run_search(SearchConfig.preset("smoke", **SEARCH), out, resume=True, progress=False)
 
 
 def test_a_resume_with_other_settings_or_without_a_journal_is_refused(uninterrupted, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(uninterrupted, out)
     with pytest.raises(JournalError, match="other settings"):
-        run_search(preset("smoke", **{**SEARCH, "threads": 2}), out, resume=True, progress=False)
+        run_search(SearchConfig.preset("smoke", **{**SEARCH, "threads": 2}), out, resume=True, progress=False)
     with pytest.raises(JournalError, match="nothing to resume"):
-        run_search(preset("smoke", **SEARCH), tmp_path / "empty", resume=True, progress=False)
+        run_search(SearchConfig.preset("smoke", **SEARCH), tmp_path / "empty", resume=True, progress=False)
 
 
 def test_atomic_writer_leaves_the_old_file_when_a_write_is_cut_short(tmp_path):

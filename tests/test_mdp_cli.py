@@ -44,20 +44,20 @@ def test_smoke_prune_cli(model, dataset, tmp_path):
 
 
 def test_bad_settings_are_refused_before_any_training(tmp_path):
-    from pyaccel_nas.mdp.pipeline import preset, run_prune
+    from pyaccel_nas.mdp.pipeline import PruneConfig, run_prune
 
     with pytest.raises(ValueError, match="round_to"):
-        preset("smoke", round_to=0)
+        PruneConfig.preset("smoke", round_to=0)
     with pytest.raises(ValueError, match="exactly one"):
-        preset("smoke", threshold=0.1)  # the preset also sets mac_reduction
+        PruneConfig.preset("smoke", threshold=0.1)  # the preset also sets mac_reduction
     with pytest.raises(ValueError, match="finetune_learning_rate"):
-        preset("smoke", finetune_learning_rate=0.0)
+        PruneConfig.preset("smoke", finetune_learning_rate=0.0)
     with pytest.raises(ValueError, match="unknown preset"):
-        preset("huge")
+        PruneConfig.preset("huge")
     with pytest.raises(ValueError, match="unknown model"):
-        preset("smoke", model="resnet18")
+        PruneConfig.preset("smoke", model="resnet18")
     with pytest.raises(ValueError, match="3-D but dataset 'digits' holds images"):
-        run_prune(preset("smoke", model="c3d", dataset="digits"), tmp_path)
+        run_prune(PruneConfig.preset("smoke", model="c3d", dataset="digits"), tmp_path)
 
 
 def test_prune_refuses_a_finished_run_and_an_unreachable_reduction_before_training(tmp_path, capsys, monkeypatch):
@@ -77,12 +77,12 @@ def test_prune_refuses_a_finished_run_and_an_unreachable_reduction_before_traini
 
 
 def test_a_budget_the_searched_resolutions_miss_fails_after_saving_the_baseline(tmp_path):
-    from pyaccel_nas.mdp.pipeline import preset, run_prune
+    from pyaccel_nas.mdp.pipeline import PruneConfig, run_prune
     from pyaccel_nas.mdp.prune import MacBudgetError
 
     # reachable only if the one search epoch picked the lowest resolution in every block
     saved = re.escape(f"the trained baseline is saved in {tmp_path / 'baseline.pt'}")
     with pytest.raises(MacBudgetError, match=f"allow a `mac_reduction` of at most [0-9.]+ .*; {saved}$"):
-        run_prune(preset("smoke", mac_reduction=233), tmp_path, progress=False)
+        run_prune(PruneConfig.preset("smoke", mac_reduction=233), tmp_path, progress=False)
     assert load_model(tmp_path / "baseline.pt")(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
     assert not (tmp_path / "report.json").exists()

@@ -21,7 +21,7 @@ import pytest
 
 from pyaccel_nas.econas import journal as journal_module
 from pyaccel_nas.econas.journal import Journal, JournalError
-from pyaccel_nas.econas.search import preset, run_search
+from pyaccel_nas.econas.search import SearchConfig, run_search
 from pyaccel_nas.econas.trainer import Trainer
 from pyaccel_nas.exec import EnvironmentFailure
 
@@ -32,7 +32,7 @@ CLI = ["search", "--preset", "smoke", "--dataset", "digits", "--proxy", "c4r0s0e
 
 
 def config(**overrides):
-    return preset("smoke", **{**SEARCH, **overrides})
+    return SearchConfig.preset("smoke", **{**SEARCH, **overrides})
 
 
 def records(out: Path) -> list[dict]:

@@ -28,7 +28,7 @@ from pyaccel_nas.bench.simulate import TableEvaluator
 from pyaccel_nas.bench.table import BenchTable
 from pyaccel_nas.config import RunConfig, option
 from pyaccel_nas.econas.proxy import Proxy
-from pyaccel_nas.econas.search import SearchRun, execute, preset
+from pyaccel_nas.econas.search import SearchConfig, SearchRun, execute
 from pyaccel_nas.econas.strategies import STRATEGIES
 
 COVERAGE = 0.9  # retrain_for_90: the share of seeds whose best trained network must be retrained
@@ -58,7 +58,7 @@ class CompareConfig(RunConfig):
             raise ValueError(f"CompareConfig: budgets must be finite and > 0, got {self.budgets}")
         if self.seeds < 2 or self.final_top < 1:
             raise ValueError("CompareConfig: `seeds` must be >= 2 and `final_top` >= 1")
-        preset(self.search_preset)  # an unknown preset is refused now, not after the first searches
+        SearchConfig.preset(self.search_preset)  # an unknown preset is refused now, not after the first searches
 
 
 def reference_network_cost(table: BenchTable, evaluator: TableEvaluator) -> float:
@@ -88,8 +88,9 @@ def compare(table: BenchTable, config: CompareConfig, *, progress: bool = True) 
 
 def _one_search(evaluator: TableEvaluator, config: CompareConfig, strategy: str, proxy: str, budget: float,
                 seed: int, best_test: float) -> dict:
-    search = evaluator.search_config(preset(config.search_preset, strategy=strategy, proxy=proxy, seed=seed,
-                                            budget=budget, cycles=10**6, final_top=config.final_top))
+    search = evaluator.search_config(SearchConfig.preset(config.search_preset, strategy=strategy, proxy=proxy,
+                                                         seed=seed, budget=budget, cycles=10**6,
+                                                         final_top=config.final_top))
     run = execute(search, Path("."), evaluator, progress=False)  # benchmark mode writes nothing
     ranked = _distinct(run.fully_trained())  # a table's architecture trained twice is retrained once
     if not ranked:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,8 @@ from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
-from pyaccel_nas.data import Dataset
+from pyaccel_nas.config import RunConfig, option, positive_float
+from pyaccel_nas.data import DATASETS, Dataset
 from pyaccel_nas.data.split import stratified_sample
 from pyaccel_nas.econas.evaluation import DataSpec, EvaluationTask, network_config, proxied_dataset, run_evaluation
 from pyaccel_nas.econas.genotype import PRIMITIVES
@@ -45,7 +45,7 @@ from pyaccel_nas.econas.network import NetworkConfig
 from pyaccel_nas.econas.proxy import TRAINING_PASSES, Proxy
 from pyaccel_nas.econas.supernet import Supernet, skip_count
 from pyaccel_nas.econas.trainer import TrainRecipe
-from pyaccel_nas.exec.files import write_json_atomically
+from pyaccel_nas.exec.files import atomic_writer, write_json_atomically
 from pyaccel_nas.nn import count_macs, set_fused
 from pyaccel_nas.training import BatchTally, descend
 from pyaccel_nas.validation import load_tensors, require_finite, shorten
@@ -57,18 +57,20 @@ ARCH_PASSES = {False: TRAINING_PASSES, True: 4 * TRAINING_PASSES}
 
 
 @dataclass(frozen=True)
-class DartsConfig:
+class DartsConfig(RunConfig):
     """Everything that determines a DARTS search. Defaults are DARTS' search settings (16 channels, 8 cells,
     batch 64) under the EcoNAS paper's DARTS proxy c4r2s0e50; the derived cell is retrained at
     ``final_proxy`` in the evaluation network (``final_channels``, ``final_layers``)."""
 
-    dataset: str = "fashion-mnist"
-    data_root: str | None = None
-    proxy: str = "c4r2s0e50"
-    budget: float | None = None  # MACs; the search stops before an epoch would pass it
-    seed: int = 0
-    channels: int = 16
-    layers: int = 8
+    dataset: str = option("dataset", "fashion-mnist", choices=sorted(DATASETS))
+    data_root: str | None = option("directory holding the dataset (default: $PYACCEL_NAS_DATA, then the standard "
+                                   "locations)", None)
+    proxy: str = option("training setting of the search, c{x}r{y}s{z}e{n}", "c4r2s0e50")
+    # MACs; the search stops before an epoch would pass it
+    budget: float | None = option("stop before the training cost passes this many MACs", None, parse=positive_float)
+    seed: int = option("seed", 0)
+    channels: int = option("channels of the supernet's first cells before the proxy divides them", 16)
+    layers: int = option("cells in the supernet", 8)
     batch_size: int = 64
     learning_rate: float = 0.025
     learning_rate_min: float = 0.001
@@ -77,14 +79,26 @@ class DartsConfig:
     grad_clip: float = 5.0
     arch_learning_rate: float = 3e-4
     arch_weight_decay: float = 1e-3
-    unrolled: bool = False
-    max_skips: int | None = None
+    unrolled: bool = option("darts: second-order (unrolled) alpha gradient", False)
+    max_skips: int | None = option("darts: at most this many skip connections in the derived normal cell", None)
     fused: bool = True
-    final_top: int = 1  # 1: retrain the derived genotype at final_proxy; 0: skip
-    final_proxy: str = "c0r0s0e600"
+    final_top: int = option("1: retrain the derived genotype at --final-proxy; 0: do not", 1)
+    final_proxy: str = option("setting the derived cell is retrained at; paper: the ground truth", "c0r0s0e600")
     final_channels: int = 36
     final_layers: int = 20
     val_fraction: float = 0.1
+
+    PRESETS = {
+        # under a minute on 2 CPU cores: a 3-cell supernet of 4 channels on 7x7 images of a hundredth of the
+        # data, and a validation split of 2% (the supernet is evaluated on it after every epoch)
+        "smoke": dict(proxy="c4r4s100e2", channels=16, layers=3, final_proxy="c4r4s50e2", final_channels=16,
+                      final_layers=3, val_fraction=0.02),
+        # minutes on a laptop CPU: 5 cells, 14x14 images, a tenth of the data
+        "cpu": dict(proxy="c4r2s10e6", channels=16, layers=5, final_proxy="c4r2s5e6", final_channels=16,
+                    final_layers=6),
+        # the EcoNAS paper's DARTS experiment: DARTS' 8-cell supernet under c4r2s0e50, retrained at ground truth
+        "paper": dict(),
+    }
 
     def __post_init__(self) -> None:
         Proxy.parse(self.proxy)
@@ -115,25 +129,6 @@ class DartsConfig:
                      "data_root"):
             del settings[name]
         return settings
-
-
-DARTS_PRESETS: dict[str, dict] = {
-    # under a minute on 2 CPU cores: a 3-cell supernet of 4 channels on 7x7 images of a hundredth of the
-    # data, and a validation split of 2% (the supernet is evaluated on it after every epoch)
-    "smoke": dict(proxy="c4r4s100e2", channels=16, layers=3, final_proxy="c4r4s50e2", final_channels=16,
-                  final_layers=3, val_fraction=0.02),
-    # minutes on a laptop CPU: 5 cells, 14x14 images, a tenth of the data
-    "cpu": dict(proxy="c4r2s10e6", channels=16, layers=5, final_proxy="c4r2s5e6", final_channels=16,
-                final_layers=6),
-    # the EcoNAS paper's DARTS experiment: DARTS' 8-cell supernet under c4r2s0e50, retrained at ground truth
-    "paper": dict(),
-}
-
-
-def darts_preset(name: str, **overrides) -> DartsConfig:
-    if name not in DARTS_PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(DARTS_PRESETS)}")
-    return DartsConfig(**{**DARTS_PRESETS[name], **overrides})
 
 
 def split_halves(dataset: Dataset, seed: int) -> Dataset:
@@ -301,12 +296,8 @@ class DartsSearch:
             "weight_rng": self.weight_rng.get_state(),
             "arch_rng": self.arch_rng.get_state(),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with atomic_writer(path) as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -13,6 +13,8 @@ from typing import Protocol
 
 from tqdm import tqdm
 
+from pyaccel_nas.config import RunConfig, option, positive_float
+from pyaccel_nas.data import DATASETS
 from pyaccel_nas.econas.evaluation import (
     DataSpec,
     EvaluationResult,
@@ -32,29 +34,43 @@ from pyaccel_nas.validation import require_finite
 
 
 @dataclass(frozen=True)
-class SearchConfig:
+class SearchConfig(RunConfig):
     """Everything that determines a search. Defaults are the paper's and its released code's."""
 
     strategy: str = "hierarchical"
-    dataset: str = "fashion-mnist"
-    data_root: str | None = None
-    proxy: str = "c4r4s0e60"
-    cycles: int = 100
-    budget: float | None = None  # MACs of training; the search stops before an evaluation would pass it
-    seed: int = 0
+    dataset: str = option("dataset", "fashion-mnist", choices=sorted(DATASETS))
+    data_root: str | None = option("directory holding the dataset (default: $PYACCEL_NAS_DATA, then the standard "
+                                   "locations)", None)
+    proxy: str = option("training setting of the search, c{x}r{y}s{z}e{n}", "c4r4s0e60")
+    cycles: int = option("search cycles", 100)
+    # MACs of training; the search stops before an evaluation would pass it
+    budget: float | None = option("stop before the training cost passes this many MACs", None, parse=positive_float)
+    seed: int = option("seed", 0)
     initial: int = 16
     children: tuple[int, int, int] = (6, 5, 5)  # per cycle; hierarchical: parents from the E, 2E, 3E tiers
     promote: tuple[int, int] = (8, 4)  # hierarchical: from the E tier and from the 2E tier, per cycle
     age: int = 10  # hierarchical: cycles without training before a network dies
     tournament: int = 4
-    channels: int = 36
-    layers: int = 20
+    channels: int = option("channels of the first cells before the proxy divides them", 36)
+    layers: int = option("cells in the network", 20)
     batch_size: int = 96
     learning_rate: float = 0.025
-    final_top: int = 5
-    final_proxy: str = "c0r0s0e600"  # the setting the top networks are retrained at (ground truth)
+    final_top: int = option("how many of the best networks to retrain at --final-proxy", 5)
+    final_proxy: str = option("setting the best networks are retrained at; paper: the ground truth", "c0r0s0e600")
     val_fraction: float = 0.1
     threads: int = 1  # torch threads per evaluation: results depend on it, the executor must not change it
+
+    PRESETS = {
+        # under a minute on 2 CPU cores: a handful of tiny networks on a slice of the data, each trained on both
+        # cores (the other presets train one network per core: --executor process)
+        "smoke": dict(proxy="c4r4s50e3", cycles=2, initial=4, children=(2, 1, 1), promote=(2, 1), age=3,
+                      tournament=2, layers=5, batch_size=64, final_top=1, final_proxy="c4r4s25e3", threads=2),
+        # minutes on a laptop CPU: small networks, a tenth of the data
+        "cpu": dict(proxy="c4r4s10e6", cycles=4, initial=8, children=(3, 3, 2), promote=(4, 2), age=4, tournament=3,
+                    layers=6, batch_size=96, final_top=2, final_proxy="c4r2s5e6"),
+        # the paper: c4r4s0e60 proxy, 16 + 100 x 16 networks of 20 cells, top 5 retrained at ground truth
+        "paper": dict(),
+    }
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -79,25 +95,6 @@ class SearchConfig:
         for name in ("cycles", "budget", "final_top", "final_proxy", "data_root"):
             del settings[name]
         return settings
-
-
-PRESETS: dict[str, dict] = {
-    # under a minute on 2 CPU cores: a handful of tiny networks on a slice of the data, each trained on both
-    # cores (the other presets train one network per core: --executor process)
-    "smoke": dict(proxy="c4r4s50e3", cycles=2, initial=4, children=(2, 1, 1), promote=(2, 1), age=3, tournament=2,
-                  layers=5, batch_size=64, final_top=1, final_proxy="c4r4s25e3", threads=2),
-    # minutes on a laptop CPU: small networks, a tenth of the data
-    "cpu": dict(proxy="c4r4s10e6", cycles=4, initial=8, children=(3, 3, 2), promote=(4, 2), age=4, tournament=3,
-                layers=6, batch_size=96, final_top=2, final_proxy="c4r2s5e6"),
-    # the paper: c4r4s0e60 proxy, 16 + 100 x 16 networks of 20 cells, top 5 retrained at ground truth
-    "paper": dict(),
-}
-
-
-def preset(name: str, **overrides) -> SearchConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return SearchConfig(**{**PRESETS[name], **overrides})
 
 
 class BudgetExhausted(Exception):

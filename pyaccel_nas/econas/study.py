@@ -19,6 +19,8 @@ from pathlib import Path
 from scipy import stats
 from tqdm import tqdm
 
+from pyaccel_nas.config import RunConfig, option
+from pyaccel_nas.data import DATASETS
 from pyaccel_nas.econas.evaluation import DataSpec, EvaluationTask, full_dataset, macs_per_image
 from pyaccel_nas.econas.genotype import Genotype
 from pyaccel_nas.econas.journal import Journal
@@ -31,18 +33,29 @@ from pyaccel_nas.validation import require_finite
 
 
 @dataclass(frozen=True)
-class StudyConfig:
-    dataset: str = "fashion-mnist"
-    data_root: str | None = None
-    architectures: int = 50
-    ground_truth: str = "c0r0s0e600"
-    proxies: tuple[str, ...] = ("c4r4s0e60", "c4r4s0e20", "c8r4s0e60", "c4r2s0e60", "c4r4s2e60", "c0r0s0e60")
-    seed: int = 0
+class StudyConfig(RunConfig):
+    dataset: str = option("dataset", "fashion-mnist", choices=sorted(DATASETS))
+    data_root: str | None = option("directory holding the dataset (default: $PYACCEL_NAS_DATA, then the standard "
+                                   "locations)", None)
+    architectures: int = option("how many random architectures", 50)
+    ground_truth: str = option("reference setting", "c0r0s0e600")
+    proxies: tuple[str, ...] = option("proxies, comma-separated",
+                                      ("c4r4s0e60", "c4r4s0e20", "c8r4s0e60", "c4r2s0e60", "c4r4s2e60", "c0r0s0e60"))
+    seed: int = option("seed", 0)
     channels: int = 36
-    layers: int = 20
+    layers: int = option("cells in the network", 20)
     batch_size: int = 96
     learning_rate: float = 0.025
     threads: int = 1  # torch threads per evaluation (results depend on it; the executor does not)
+
+    PRESETS = {
+        "smoke": dict(architectures=4, ground_truth="c4r2s20e3", proxies=("c8r4s20e1", "c4r4s20e2"), layers=3),
+        # 12 architectures of 5 cells; the "ground truth" is what a 2-core CPU affords in minutes: c4r4 on a
+        # fifth of the data for 6 epochs, against proxies reducing samples, channels and epochs further
+        "cpu": dict(architectures=12, ground_truth="c4r4s5e6", proxies=("c4r4s10e3", "c8r4s10e3", "c4r4s20e2",
+                                                                         "c8r4s20e1"), layers=5),
+        "paper": dict(),
+    }
 
     def __post_init__(self) -> None:
         if self.architectures < 3:
@@ -52,25 +65,11 @@ class StudyConfig:
         require_finite(self, "learning_rate")
         if not self.learning_rate > 0:
             raise ValueError(f"StudyConfig: `learning_rate` must be > 0, got {self.learning_rate}")
+        object.__setattr__(self, "proxies", tuple(self.proxies))
+        if not self.proxies:
+            raise ValueError("StudyConfig: `proxies` must name at least one proxy")
         for text in (self.ground_truth, *self.proxies):
             Proxy.parse(text)
-        object.__setattr__(self, "proxies", tuple(self.proxies))
-
-
-STUDY_PRESETS: dict[str, dict] = {
-    "smoke": dict(architectures=4, ground_truth="c4r2s20e3", proxies=("c8r4s20e1", "c4r4s20e2"), layers=3),
-    # 12 architectures of 5 cells; the "ground truth" is what a 2-core CPU affords in minutes: c4r4 on a
-    # fifth of the data for 6 epochs, against proxies reducing samples, channels and epochs further
-    "cpu": dict(architectures=12, ground_truth="c4r4s5e6", proxies=("c4r4s10e3", "c8r4s10e3", "c4r4s20e2",
-                                                                     "c8r4s20e1"), layers=5),
-    "paper": dict(),
-}
-
-
-def study_preset(name: str, **overrides) -> StudyConfig:
-    if name not in STUDY_PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(STUDY_PRESETS)}")
-    return StudyConfig(**{**STUDY_PRESETS[name], **overrides})
 
 
 def run_study(config: StudyConfig, out: str | Path, *, resume: bool = False, executor=None,

@@ -26,7 +26,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pyaccel_nas.data import Dataset, load_dataset
+from pyaccel_nas.config import RunConfig, non_negative_float, option, positive_float
+from pyaccel_nas.data import DATASETS, Dataset, load_dataset
 from pyaccel_nas.data.split import stratified_sample
 from pyaccel_nas.exec.files import write_json_atomically
 from pyaccel_nas.mdp.arch import ArchConfig
@@ -44,28 +45,51 @@ REPORT_FORMAT = "pyaccel_nas.mdp.report/1"
 
 
 @dataclass(frozen=True)
-class PruneConfig:
-    model: str = "resnet20"
-    dataset: str = "fashion-mnist"
-    data_root: str | None = None
-    seed: int = 0
-    train_divisor: int = 1  # train on a class-stratified 1/train_divisor of the training split
+class PruneConfig(RunConfig):
+    model: str = option("the network to prune", "resnet20", choices=sorted(MODELS))
+    dataset: str = option("dataset", "fashion-mnist", choices=sorted(DATASETS))
+    data_root: str | None = option("directory holding the dataset (default: $PYACCEL_NAS_DATA, then the standard "
+                                   "locations)", None)
+    seed: int = option("seed", 0)
+    train_divisor: int = option("train on a class-stratified 1/N of the training split", 1)
     eval_samples: int | None = None  # evaluate on this many val and test samples (None: all)
-    pretrain_epochs: int = 100
-    search_epochs: int = 60
-    finetune_epochs: int = 40
+    pretrain_epochs: int = option("plain-network epochs before the search (shared with the baseline)", 100)
+    search_epochs: int = option("epochs of the search", 60)
+    finetune_epochs: int = option("epochs of the fine-tuning", 40)
     batch_size: int = 128
-    learning_rate: float = 0.1
-    finetune_learning_rate: float = 0.01
+    learning_rate: float = option("initial SGD learning rate of pre-training and the baseline (the search goes on "
+                                  "from the rate the baseline's cosine schedule has reached)", 0.1,
+                                  parse=positive_float)
+    finetune_learning_rate: float = option("initial learning rate of the fine-tuning's own cosine schedule", 0.01,
+                                           parse=positive_float)
     weight_decay: float = 5e-4
-    alpha: float = 0.1  # weight of L_st (summed branch entropy)
-    eta: float = 2.5e-4  # weight of L_gate (sum of |gate|): every step pulls each gate to 0 by lr * eta
-    beta: float = 0.5  # weight of L_cost (expected MACs of the resolution branches, a fraction of the network's)
+    alpha: float = option("weight of the branch-entropy loss L_st", 0.1, parse=non_negative_float)
+    # weight of L_gate (sum of |gate|): every step pulls each gate to 0 by lr * eta
+    eta: float = option("weight of the gate L1 loss L_gate", 2.5e-4, parse=non_negative_float)
+    beta: float = option("weight of the resolution cost L_cost (expected MACs of the resolution branches; 0: "
+                         "choose resolutions by accuracy alone)", 0.5, parse=non_negative_float)
+    # --mac-reduction and --threshold are flags of their own (pyaccel_nas.cli): giving a threshold unsets
+    # mac_reduction
     mac_reduction: float | None = 2.0  # prune to plain MACs / mac_reduction ...
     threshold: float | None = None  # ... or remove channels whose gates are below this
-    round_to: int = 4
+    round_to: int = option("channel counts are multiples of this", 4)
     latency_batch: int = 64
     latency_repeats: int = 10
+
+    PRESETS = {
+        # under a minute on 2 CPU cores: a sliver of the data, one epoch per stage
+        "smoke": dict(train_divisor=200, eval_samples=200, pretrain_epochs=1, search_epochs=1, finetune_epochs=1,
+                      batch_size=32, latency_batch=16, latency_repeats=2),
+        # about five minutes on one CPU core: a tenth of the data (fewer with --train-divisor), 10 epochs in all.
+        # Few steps: a strong entropy weight, so that branch importances settle within one search epoch; most of
+        # the epochs go to fine-tuning, where pruning's accuracy comes back (search 3 + fine-tune 3 at lr 0.01
+        # lost 1.9-2.7 points, 1 + 5 at lr 0.03 lost -0.05-0.26: benchmarks/NOTES.md, "MDP: the cpu preset's
+        # schedule"); eta and beta as measured best in "MDP: real runs"
+        "cpu": dict(train_divisor=10, eval_samples=None, pretrain_epochs=4, search_epochs=1, finetune_epochs=5,
+                    batch_size=32, learning_rate=0.05, finetune_learning_rate=0.03, alpha=3.0, eta=0.01),
+        # the full training set and long schedules (GPU)
+        "paper": dict(),
+    }
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -87,28 +111,6 @@ class PruneConfig:
         for name in ("alpha", "eta", "beta", "pretrain_epochs", *optional):
             if getattr(self, name) < 0:
                 raise ValueError(f"PruneConfig: `{name}` must be >= 0, got {getattr(self, name)}")
-
-
-PRESETS: dict[str, dict] = {
-    # under a minute on 2 CPU cores: a sliver of the data, one epoch per stage
-    "smoke": dict(train_divisor=200, eval_samples=200, pretrain_epochs=1, search_epochs=1, finetune_epochs=1,
-                  batch_size=32, latency_batch=16, latency_repeats=2),
-    # about five minutes on one CPU core: a tenth of the data (fewer with --train-divisor), 10 epochs in all.
-    # Few steps: a strong entropy weight, so that branch importances settle within one search epoch; most of
-    # the epochs go to fine-tuning, where pruning's accuracy comes back (search 3 + fine-tune 3 at lr 0.01
-    # lost 1.9-2.7 points, 1 + 5 at lr 0.03 lost -0.05-0.26: benchmarks/NOTES.md, "MDP: the cpu preset's
-    # schedule"); eta and beta as measured best in "MDP: real runs"
-    "cpu": dict(train_divisor=10, eval_samples=None, pretrain_epochs=4, search_epochs=1, finetune_epochs=5,
-                batch_size=32, learning_rate=0.05, finetune_learning_rate=0.03, alpha=3.0, eta=0.01),
-    # the full training set and long schedules (GPU)
-    "paper": dict(),
-}
-
-
-def preset(name: str, **overrides) -> PruneConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return PruneConfig(**{**PRESETS[name], **overrides})
 
 
 def _data(config: PruneConfig) -> Dataset:
