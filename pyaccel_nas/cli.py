@@ -194,10 +194,13 @@ def _prune(args: argparse.Namespace) -> int:
     report = run_prune(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print(f"{config.model} on {config.dataset}: MACs {report['macs']['before']:.4g} -> {report['macs']['after']:.4g} "
           f"(/{report['macs_reduction']:.2f}), params {report['params']['before']} -> {report['params']['after']}, "
-          f"CPU latency (batch {config.latency_batch}) {report['cpu_latency_ms']['before']:.1f} -> "
-          f"{report['cpu_latency_ms']['after']:.1f} ms (x{report['speedup']:.2f})")
+          f"CPU latency at batch {config.latency_batch}, channels-last {report['cpu_latency_ms']['before']:.1f} -> "
+          f"{report['cpu_latency_ms']['after']:.1f} ms (x{report['speedup']:.2f}), NCHW "
+          f"{report['cpu_latency_ms_nchw']['before']:.1f} -> {report['cpu_latency_ms_nchw']['after']:.1f} ms "
+          f"(x{report['speedup_nchw']:.2f})")
+    change = 100 * (report["accuracy"]["after"] - report["accuracy"]["before"])
     print(f"test accuracy: unpruned baseline {report['accuracy']['before']:.4f}, pruned {report['accuracy']['after']:.4f} "
-          f"({report['accuracy_drop_points']:+.2f} points drop)")
+          f"({change:+.2f} points)")
     print(f"wrote {Path(args.out) / 'report.json'}, {Path(args.out) / 'report.png'}, {Path(args.out) / 'pruned.pt'} "
           f"(+ pruned.json)")
     return 0
@@ -269,8 +272,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--workers", type=int, help="process executor: worker processes (default: cores / threads)")
     parser.add_argument("--address", help="ray executor: cluster to join, auto or HOST:PORT (default: start a local "
                                           "Ray instance)")
-    parser.add_argument("--threads", type=int, help="torch threads per evaluation (default 1); results depend on it, "
-                                                    "so a resumed run must keep it")
+    parser.add_argument("--threads", type=int, help="torch threads per evaluation (default: the preset's, 1; 2 in "
+                                                    "smoke); results depend on it, so a resumed run must keep it")
     parser.add_argument("--retries", type=int, default=2,
                         help="times a failed evaluation is run again before it is recorded as failed and "
                              f"the {what} goes on without it (default 2)")
@@ -296,8 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser(
         "search", help="EcoNAS architecture search",
-        description="Evolutionary search on a proxy; writes OUT/result.json, OUT/search.png, OUT/best_genotype.json, "
-                    "the journal of finished evaluations and checkpoints. Flags override the preset.")
+        description="EcoNAS search on a proxy (hierarchical, evolution or random; or DARTS with --strategy darts); "
+                    "writes OUT/result.json, OUT/search.png, OUT/best_genotype.json, the journal of finished "
+                    "evaluations and checkpoints. Flags override the preset.")
     search.add_argument("--strategy", choices=sorted([*STRATEGIES, "darts"]),
                         help="default: hierarchical; darts: differentiable search of a supernet (its own presets)")
     SearchConfig.add_arguments(search, default_preset="paper")
