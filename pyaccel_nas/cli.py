@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "evaluations and checkpoints. Flags override the preset.")
     search.add_argument("--strategy", choices=sorted([*STRATEGIES, "darts"]),
                         help="default: hierarchical; darts: differentiable search of a supernet (its own presets)")
-    SearchConfig.add_arguments(search, default_preset="paper")
+    SearchConfig.add_arguments(search, default_preset="cpu")
     DartsConfig.add_arguments(search, default_preset=None, only=_darts_only_options())
     search.add_argument("--reference-ops", action="store_true", help="darts: run the supernet on the reference "
                                                                       "ops instead of the fused ones")
@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         "proxy-study", help="rank consistency of proxies against a ground-truth setting",
         description="Trains M random architectures under the ground truth and under each proxy; reports Spearman and "
                     "Kendall rank correlation and cost per proxy; writes OUT/study.json and OUT/study.png.")
-    StudyConfig.add_arguments(study, default_preset="paper")
+    StudyConfig.add_arguments(study, default_preset="cpu")
     _add_run_arguments(study, "study")
     study.set_defaults(run=_proxy_study)
 
@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "physically, fine-tunes it, and trains the unpruned baseline for the same total epochs; writes "
                     "OUT/report.json, OUT/report.png, OUT/pruned.pt + OUT/pruned.json and OUT/baseline.pt + .json. "
                     "Flags override the preset.")
-    PruneConfig.add_arguments(prune, default_preset="paper")
+    PruneConfig.add_arguments(prune, default_preset="cpu")
     target = prune.add_mutually_exclusive_group()
     target.add_argument("--mac-reduction", type=positive_float,
                         help="prune to the unpruned MACs divided by this (default 2); one that no pruning of the "

@@ -50,9 +50,10 @@ def configured(*argv: str):
     return cli.run_config(args)
 
 
-# (command line, the old code's result: its preset and the overrides its flag maps passed)
+# (command line, the old code's result: its preset and the overrides its flag maps passed); a command line
+# without --preset now starts from cpu (it used to start the paper-sized run: days on a CPU)
 CASES = [
-    (["search"], SearchConfig, OLD_SEARCH["paper"], {}),
+    (["search"], SearchConfig, OLD_SEARCH["cpu"], {}),
     *[(["search", "--preset", name], SearchConfig, OLD_SEARCH[name], {}) for name in OLD_SEARCH],
     (["search", "--preset", "cpu", "--strategy", "evolution", "--dataset", "mnist", "--data-root", "/d",
       "--proxy", "c8r4s0e6", "--cycles", "7", "--budget", "1e12", "--seed", "3", "--final-top", "1",
@@ -62,7 +63,7 @@ CASES = [
           final_top=1, final_proxy="c4r4s0e6", layers=4, channels=12, threads=3)),
     (["search", "--preset", "smoke", "--seed", "0", "--strategy", "random"], SearchConfig, OLD_SEARCH["smoke"],
      dict(seed=0, strategy="random")),
-    (["search", "--strategy", "darts"], DartsConfig, OLD_DARTS["paper"], {}),
+    (["search", "--strategy", "darts"], DartsConfig, OLD_DARTS["cpu"], {}),
     *[(["search", "--strategy", "darts", "--preset", name], DartsConfig, OLD_DARTS[name], {}) for name in OLD_DARTS],
     (["search", "--strategy", "darts", "--preset", "smoke", "--dataset", "cifar10", "--data-root", "/d",
       "--proxy", "c4r4s50e1", "--budget", "2.5e11", "--seed", "5", "--final-top", "0", "--final-proxy",
@@ -71,7 +72,7 @@ CASES = [
      DartsConfig, OLD_DARTS["smoke"],
      dict(dataset="cifar10", data_root="/d", proxy="c4r4s50e1", budget=2.5e11, seed=5, final_top=0,
           final_proxy="c4r4s0e2", layers=4, channels=8, max_skips=2, unrolled=True, fused=False)),
-    (["proxy-study"], StudyConfig, OLD_STUDY["paper"], {}),
+    (["proxy-study"], StudyConfig, OLD_STUDY["cpu"], {}),
     *[(["proxy-study", "--preset", name], StudyConfig, OLD_STUDY[name], {}) for name in OLD_STUDY],
     (["proxy-study", "--preset", "cpu", "--dataset", "digits", "--data-root", "/d", "--architectures", "5",
       "--ground-truth", "c4r4s5e8", "--seed", "2", "--layers", "3", "--proxies", "c4r4s10e3,c8r4s0e2",
@@ -79,8 +80,8 @@ CASES = [
      StudyConfig, OLD_STUDY["cpu"],
      dict(dataset="digits", data_root="/d", architectures=5, ground_truth="c4r4s5e8", seed=2, layers=3,
           proxies=("c4r4s10e3", "c8r4s0e2"), threads=2)),
-    (["proxy-study", "--proxies", "c4r4s0e60"], StudyConfig, OLD_STUDY["paper"], dict(proxies=("c4r4s0e60",))),
-    (["prune"], PruneConfig, OLD_PRUNE["paper"], {}),
+    (["proxy-study", "--proxies", "c4r4s0e60"], StudyConfig, OLD_STUDY["cpu"], dict(proxies=("c4r4s0e60",))),
+    (["prune"], PruneConfig, OLD_PRUNE["cpu"], {}),
     *[(["prune", "--preset", name], PruneConfig, OLD_PRUNE[name], {}) for name in OLD_PRUNE],
     (["prune", "--preset", "cpu", "--model", "resnet56", "--dataset", "cifar10", "--data-root", "/d", "--seed",
       "4", "--pretrain-epochs", "0", "--search-epochs", "2", "--finetune-epochs", "3", "--train-divisor", "5",
