@@ -5,7 +5,7 @@ the digest of its config, and ``NAME.json``, the :class:`~pyaccel_nas.mdp.arch.A
 it (validated on load). The digest ties the two together, which shapes alone do not: networks that differ
 only in a block's resolution factor have the same state_dict layout. A pruned network is an ordinary
 ``MDPNet`` of plain convolutions, BatchNorms, pooling and upsampling, so it exports with ``torch.export``
-and scripts with TorchScript.
+and traces with ``torch.jit.trace`` (``torch.jit.script`` refuses its indexed ModuleLists).
 """
 
 from __future__ import annotations
