@@ -43,6 +43,7 @@ class CompareConfig(RunConfig):
     budgets: tuple[float, ...] = option("budgets in reference networks (the mean cost of training one network "
                                         "at the reference), comma-separated", (0.5, 1.0, 2.0, 4.0, 8.0))
     seeds: int = option("seeds per (strategy, proxy, budget)", 100)
+    first_seed: int = option("the seeds are first_seed, first_seed + 1, ... (fresh seeds check a tuning)", 0)
     search_preset: str = option("the search preset whose population sizes the searches use", "cpu")
     final_top: int = option("networks of each search retrained at the reference", 5)
 
@@ -85,7 +86,7 @@ def compare(table: BenchTable, config: CompareConfig, *, search_overrides: dict 
                                                               "proxy": proxy, "budget": budget * unit,
                                                               "cycles": 10**6, "final_top": config.final_top})
         outcomes = [_one_search(evaluator, dataclasses.replace(search, seed=seed), best_test)
-                    for seed in range(config.seeds)]
+                    for seed in range(config.first_seed, config.first_seed + config.seeds)]
         runs += outcomes
         groups.append({"strategy": strategy, "proxy": proxy, "budget": budget, **_summary(outcomes, config)})
     return {"table_best_test_accuracy": best_test, "reference_network_macs": unit,
