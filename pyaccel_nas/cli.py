@@ -90,7 +90,7 @@ def run_config(args: argparse.Namespace):
 
 
 def _search(args: argparse.Namespace) -> int:
-    from pyaccel_nas.econas.search import run_search
+    from pyaccel_nas.econas.search import plan_search, run_search
 
     if args.strategy == "darts":
         return _darts_search(args)
@@ -101,8 +101,10 @@ def _search(args: argparse.Namespace) -> int:
 
         evaluator = TableEvaluator(load_table(args.benchmark))
         config = evaluator.search_config(config)
+        print(plan_search(config, evaluator).describe(), flush=True)
         result = run_search(config, args.out, evaluator=evaluator, progress=not args.quiet)
     else:
+        print(plan_search(config).describe(), flush=True)
         with _executor(args, config.threads) as executor:
             result = run_search(config, args.out, resume=args.resume, executor=executor, progress=not args.quiet)
     best = result["best"]

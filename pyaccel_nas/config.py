@@ -129,13 +129,13 @@ def _argument_type(annotation, parse=None) -> tuple[type, Any]:
 
 
 def _defaults_text(cls: type[RunConfig], name: str) -> str:
-    """What each preset sets a field to, e.g. "smoke: 4, cpu: 100, paper: 1000"; "" if always None (the
-    help text says what None means)."""
+    """What each preset sets a field to, e.g. "smoke: 4, cpu: 100, paper: 1000"; "" if always None or empty
+    (the help text says what that means)."""
     def shown(value):
         return ",".join(map(str, value)) if isinstance(value, tuple) else value
 
     default = {f.name: f for f in dataclasses.fields(cls)}[name].default
     values = {preset: overrides.get(name, default) for preset, overrides in cls.PRESETS.items()}
     if len({repr(v) for v in values.values()}) == 1:
-        return "" if default is None else f"default: {shown(default)}"
+        return "" if default is None or default == () else f"default: {shown(default)}"
     return ", ".join(f"{preset}: {shown(value)}" for preset, value in values.items())

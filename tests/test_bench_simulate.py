@@ -4,6 +4,7 @@ small synthetic table whose every number is known; and the configuration system 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import subprocess
@@ -17,7 +18,7 @@ from pyaccel_nas.bench.compare import CompareConfig, compare
 from pyaccel_nas.bench.simulate import TableEvaluator
 from pyaccel_nas.bench.table import TABLE_FORMAT, load_table, write_table
 from pyaccel_nas.econas.proxy import Proxy
-from pyaccel_nas.econas.search import SearchConfig, execute, run_search
+from pyaccel_nas.econas.search import SearchConfig, execute, plan_search, run_search, summarise
 
 SETTINGS = ("c4r0s0e3", "c4r2s2e6")
 REFERENCE = "c2r0s0e6"
@@ -80,6 +81,42 @@ def test_benchmark_mode_looks_accuracies_up_and_charges_the_tables_cost(evaluato
 def test_the_hierarchical_tiers_see_the_tables_staged_accuracies(evaluator):
     run = search(evaluator, strategy="hierarchical", cycles=6)
     assert {c.epochs for c in run.networks if c.epochs} == {1, 2, 3}  # E, 2E and 3E were all looked up
+
+
+@pytest.mark.parametrize("strategy", ["hierarchical", "evolution", "random"])
+def test_the_plan_printed_before_a_search_bounds_what_it_trains(evaluator, strategy):
+    run = search(evaluator, strategy=strategy)
+    plan = plan_search(run.config, evaluator)
+    trained = sum(c.epochs > 0 for c in run.networks)
+    if strategy == "hierarchical":  # promotions can find fewer networks in a tier than they ask for
+        assert trained == plan.networks and 0 < run.cost_epochs <= plan.network_epochs
+    else:
+        assert (trained, run.cost_epochs) == (plan.networks, plan.network_epochs)
+    # the MACs are the network-epochs at the mean of the table's sampled architectures: 1000-12000 per image
+    per_epoch = Proxy.parse(SETTINGS[0]).cost(1, TRAIN_IMAGES, epochs=1)
+    assert 1000 * per_epoch * plan.network_epochs <= plan.training_macs <= 12000 * per_epoch * plan.network_epochs
+    assert plan.final_macs == 2 * Proxy.parse(REFERENCE).cost(50_000, TRAIN_IMAGES)
+    assert f"at most {plan.networks} networks" in plan.describe()
+    assert "(its budget)" in plan_search(dataclasses.replace(run.config, budget=1.0), evaluator).describe()
+
+
+@pytest.mark.parametrize("strategy", ["hierarchical", "evolution"])
+def test_the_result_lists_every_training_in_the_order_it_was_paid(evaluator, strategy):
+    run = search(evaluator, strategy=strategy, cycles=6)
+    evaluations = summarise(run)["evaluations"]
+    # a promoted network's record holds its epochs in total; the cost counts the epochs each training added
+    assert sum(e["epochs"] - before for e, before in _epochs_before(evaluations)) == run.cost_epochs
+    costs = [e["cost_macs"] for e in evaluations]
+    assert costs == sorted(costs) and costs[-1] == run.cost_macs and len(set(costs)) == len(costs)
+    full = [e["val_accuracy"] for e in evaluations if e["epochs"] == run.proxy.epochs]
+    assert max(full) == run.best().val_accuracy
+
+
+def _epochs_before(evaluations):
+    seen = {}
+    for e in evaluations:
+        yield e, seen.get(e["network_id"], 0)
+        seen[e["network_id"]] = e["epochs"]
 
 
 def test_benchmark_searches_are_deterministic_per_seed(evaluator, tmp_path):

@@ -43,6 +43,7 @@ class CompareConfig(RunConfig):
     budgets: tuple[float, ...] = option("budgets in reference networks (the mean cost of training one network "
                                         "at the reference), comma-separated", (0.5, 1.0, 2.0, 4.0, 8.0))
     seeds: int = option("seeds per (strategy, proxy, budget)", 100)
+    first_seed: int = option("the seeds are first_seed, first_seed + 1, ... (fresh seeds check a tuning)", 0)
     search_preset: str = option("the search preset whose population sizes the searches use", "cpu")
     final_top: int = option("networks of each search retrained at the reference", 5)
 
@@ -68,9 +69,12 @@ def reference_network_cost(table: BenchTable, evaluator: TableEvaluator) -> floa
                           for a in evaluator.architectures]))
 
 
-def compare(table: BenchTable, config: CompareConfig, *, progress: bool = True) -> dict:
+def compare(table: BenchTable, config: CompareConfig, *, search_overrides: dict | None = None,
+            progress: bool = True) -> dict:
     """Runs every search and returns the comparison (``compare.json``): per group the statistics above,
-    and per search its raw outcome."""
+    and per search its raw outcome. ``search_overrides`` replaces fields of the search preset (population
+    sizes, tournament, promotions: what tuning varies)."""
+    search_overrides = dict(search_overrides or {})
     evaluator = TableEvaluator(table)
     proxies = config.proxies or tuple(table.settings)
     unit = reference_network_cost(table, evaluator)
@@ -78,30 +82,30 @@ def compare(table: BenchTable, config: CompareConfig, *, progress: bool = True) 
     runs, groups = [], []
     plan = [(s, p, b) for s in config.strategies for p in proxies for b in config.budgets]
     for strategy, proxy, budget in tqdm(plan, desc="bench compare", unit="group", disable=not progress):
-        outcomes = [_one_search(evaluator, config, strategy, proxy, budget * unit, seed, best_test)
-                    for seed in range(config.seeds)]
+        search = SearchConfig.preset(config.search_preset, **{**search_overrides, "strategy": strategy,
+                                                              "proxy": proxy, "budget": budget * unit,
+                                                              "cycles": 10**6, "final_top": config.final_top})
+        outcomes = [_one_search(evaluator, dataclasses.replace(search, seed=seed), best_test)
+                    for seed in range(config.first_seed, config.first_seed + config.seeds)]
         runs += outcomes
         groups.append({"strategy": strategy, "proxy": proxy, "budget": budget, **_summary(outcomes, config)})
     return {"table_best_test_accuracy": best_test, "reference_network_macs": unit,
-            "config": dataclasses.asdict(config), "groups": groups, "runs": runs}
+            "config": dataclasses.asdict(config), "search_overrides": search_overrides, "groups": groups,
+            "runs": runs}
 
 
-def _one_search(evaluator: TableEvaluator, config: CompareConfig, strategy: str, proxy: str, budget: float,
-                seed: int, best_test: float) -> dict:
-    search = evaluator.search_config(SearchConfig.preset(config.search_preset, strategy=strategy, proxy=proxy,
-                                                         seed=seed, budget=budget, cycles=10**6,
-                                                         final_top=config.final_top))
-    run = execute(search, Path("."), evaluator, progress=False)  # benchmark mode writes nothing
+def _one_search(evaluator: TableEvaluator, search: SearchConfig, best_test: float) -> dict:
+    run = execute(evaluator.search_config(search), Path("."), evaluator, progress=False)  # writes nothing
+    outcome = {"strategy": search.strategy, "proxy": search.proxy, "budget_macs": search.budget, "seed": search.seed,
+               "returned_test": None, "regret": None, "trained_networks": _trained(run), "rank_of_best": None}
     ranked = _distinct(run.fully_trained())  # a table's architecture trained twice is retrained once
     if not ranked:
-        return {"strategy": strategy, "proxy": proxy, "budget_macs": budget, "seed": seed, "returned_test": None,
-                "regret": None, "trained_networks": _trained(run), "rank_of_best": None}
+        return outcome
     references = [_reference(evaluator, c) for c in ranked]
-    retrained = references[: config.final_top]
+    retrained = references[: search.final_top]
     returned_test = max(retrained, key=lambda m: m.val[max(m.val)]).test  # chosen by the reference's val
     truth = [m.test for m in references]
-    return {"strategy": strategy, "proxy": proxy, "budget_macs": budget, "seed": seed, "returned_test": returned_test,
-            "regret": best_test - returned_test, "trained_networks": _trained(run),
+    return {**outcome, "returned_test": returned_test, "regret": best_test - returned_test,
             "rank_of_best": truth.index(max(truth)) + 1}
 
 
@@ -153,9 +157,11 @@ def markdown(comparison: dict) -> str:
             return "-"
         return f"{entry['mean'] * scale:.2f} [{entry['low'] * scale:.2f}, {entry['high'] * scale:.2f}]"
 
-    lines = ["| strategy | proxy | budget (ref. networks) | test accuracy % [95% CI] | regret (points) [95% CI] | "
-             "networks trained | retrain for 90 % |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| strategy | proxy | budget (ref. networks) | returned | test accuracy % [95% CI] | "
+             "regret (points) [95% CI] | networks trained | retrain for 90 % |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for g in comparison["groups"]:
-        lines.append(f"| {g['strategy']} | {g['proxy']} | {g['budget']:g} | {interval(g['test_accuracy'], 100)} | "
-                     f"{interval(g['regret'], 100)} | {g['trained_networks']:.1f} | {g['retrain_for_90'] or '-'} |")
+        lines.append(f"| {g['strategy']} | {g['proxy']} | {g['budget']:g} | {g['returned']}/{g['searches']} | "
+                     f"{interval(g['test_accuracy'], 100)} | {interval(g['regret'], 100)} | "
+                     f"{g['trained_networks']:.1f} | {g['retrain_for_90'] or '-'} |")
     return "\n".join(lines) + "\n"

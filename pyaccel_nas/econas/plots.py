@@ -85,16 +85,29 @@ def draw_genotype(genotype: Genotype, path: str | Path) -> Path:
 
 
 def plot_search(result: dict, path: str | Path) -> Path:
-    """Best validation accuracy (of networks trained the whole proxy) against training cost, per cycle."""
-    history = [h for h in result["history"] if h["best_val_accuracy"] is not None]
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    if history:
-        ax.step([h["cost_macs"] for h in history], [h["best_val_accuracy"] for h in history], where="post",
-                marker="o", label=f"{result['strategy']} ({result['proxy']})")
-        ax.legend(loc="lower right")
-    ax.set_xlabel("training cost (MACs)")
-    ax.set_ylabel("best validation accuracy")
-    ax.set_title(f"{result['strategy']} search on {result['dataset']}: {result['trained_networks']} networks trained")
+    """Every training the search paid for (validation accuracy against the cost spent when it finished,
+    one colour per epochs trained), with the best network trained the whole proxy so far as a line."""
+    evaluations, full = result["evaluations"], Proxy.parse(result["proxy"]).epochs
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    for epochs in sorted({e["epochs"] for e in evaluations}):
+        points = [e for e in evaluations if e["epochs"] == epochs]
+        ax.scatter([e["cost_macs"] for e in points], [e["val_accuracy"] for e in points], s=14, alpha=0.7,
+                   label=f"trained {epochs} of {full} epochs")
+    best, xs, ys = None, [], []
+    for e in evaluations:
+        if e["epochs"] == full and (best is None or e["val_accuracy"] > best):
+            best = e["val_accuracy"]
+        if best is not None:
+            xs.append(e["cost_macs"])
+            ys.append(best)
+    if xs:
+        ax.step(xs, ys, where="post", color="black", linewidth=1.2, label="best so far (whole proxy)")
+    if evaluations:
+        ax.legend(loc="best", fontsize=8)
+    ax.set_xlabel("training cost spent (MACs)")
+    ax.set_ylabel(f"validation accuracy ({result['proxy']})")
+    ax.set_title(f"{result['strategy']} search on {result['dataset']}: {result['trained_networks']} networks, "
+                 f"{len(evaluations)} trainings")
     ax.grid(alpha=0.3)
     return _save(fig, path)
 

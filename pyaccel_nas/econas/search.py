@@ -26,7 +26,7 @@ from pyaccel_nas.econas.genotype import Genotype
 from pyaccel_nas.econas.journal import Journal
 from pyaccel_nas.econas.network import NetworkConfig
 from pyaccel_nas.econas.proxy import Proxy
-from pyaccel_nas.econas.strategies import STRATEGIES, NoNetworkLeft
+from pyaccel_nas.econas.strategies import STRATEGIES, NoNetworkLeft, planned_training
 from pyaccel_nas.econas.trainer import TrainRecipe
 from pyaccel_nas.exec import InlineExecutor
 from pyaccel_nas.exec.files import resolve_inside, write_json_atomically
@@ -88,6 +88,11 @@ class SearchConfig(RunConfig):
         object.__setattr__(self, "children", tuple(self.children))
         object.__setattr__(self, "promote", tuple(self.promote))
 
+    @property
+    def data(self) -> DataSpec:
+        """The dataset and the validation split the search trains and scores on."""
+        return DataSpec(self.dataset, self.data_root, self.val_fraction, self.seed)
+
     def journal_settings(self) -> dict:
         """The settings a resumed search must share with the journal. How long it runs (cycles, budget)
         and the final retraining may change: they do not alter any evaluation already done."""
@@ -134,9 +139,9 @@ class Evaluator(Protocol):
 
 class TrainingEvaluator:
     """Trains every network, through ``executor``, recording each finished evaluation in ``journal``; the
-    architectures are the whole search space."""
+    architectures are the whole search space. (Planning a search needs neither journal nor executor.)"""
 
-    def __init__(self, data: DataSpec, journal: Journal, executor) -> None:
+    def __init__(self, data: DataSpec, journal: Journal | None = None, executor=None) -> None:
         self.data, self.journal, self.executor = data, journal, executor
         self.train_images = len(full_dataset(data).train)
 
@@ -153,6 +158,51 @@ class TrainingEvaluator:
         return genotype.mutate(rng)
 
 
+# CPU training throughput of these networks, per core: about 1-2 GMAC/s (0.8-2.3) measured while building the cpu benchmark
+# table (benchmarks/NOTES.md); small networks are overhead-bound and sit at the low end
+CORE_MACS_PER_SECOND = (1e9, 2e9)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """The most a search will cost, known before it starts (``pyaccel-nas search`` prints it first)."""
+
+    config: SearchConfig
+    networks: int
+    network_epochs: int
+    training_macs: float  # the network-epochs at the mean cost of a few random architectures
+    final_macs: float  # retraining the final_top networks at final_proxy
+
+    def describe(self) -> str:
+        config = self.config
+        training = self.training_macs if config.budget is None else min(self.training_macs, config.budget)
+        capped = " (its budget)" if training < self.training_macs else ""
+        total = training + self.final_macs
+        slow, fast = (total / rate / 3600 for rate in CORE_MACS_PER_SECOND)
+        return (f"plan: at most {self.networks} networks, {self.network_epochs} network-epochs at {config.proxy}, "
+                f"~{training:.2g} training MACs{capped}; then {config.final_top} retrained at {config.final_proxy}, "
+                f"~{self.final_macs:.2g} MACs; ~{fast:.2g}-{slow:.2g} core-hours at 1-2 GMAC/s per core")
+
+
+def plan_search(config: SearchConfig, evaluator: Evaluator | None = None, *, samples: int = 8) -> SearchPlan:
+    """What ``config`` would train at most, its MACs estimated from ``samples`` random architectures (drawn
+    from their own RNG: planning does not change the search)."""
+    if evaluator is None:
+        evaluator = TrainingEvaluator(config.data)
+    proxy, final = Proxy.parse(config.proxy), Proxy.parse(config.final_proxy)
+    base = NetworkConfig(channels=config.channels, layers=config.layers)
+    rng = random.Random(f"plan {config.seed}")
+    genotypes = [evaluator.random_genotype(rng) for _ in range(samples)]
+
+    def mean_cost(setting: Proxy, epochs: int) -> float:
+        macs = sum(evaluator.macs_per_image(g, base, setting) for g in genotypes) / samples
+        return setting.cost(macs, evaluator.train_images, epochs=epochs)
+
+    networks, network_epochs = planned_training(config.strategy, config, proxy.epochs)
+    return SearchPlan(config, networks, network_epochs, training_macs=mean_cost(proxy, network_epochs),
+                      final_macs=config.final_top * mean_cost(final, final.epochs))
+
+
 @dataclass
 class SearchRun:
     """The state a strategy works on: its RNG, its networks, cost so far, and the evaluator behind it."""
@@ -164,7 +214,7 @@ class SearchRun:
 
     def __post_init__(self) -> None:
         self.proxy = Proxy.parse(self.config.proxy)
-        self.data = DataSpec(self.config.dataset, self.config.data_root, self.config.val_fraction, self.config.seed)
+        self.data = self.config.data
         self.full_train_images = self.evaluator.train_images
         self.base_config = NetworkConfig(channels=self.config.channels, layers=self.config.layers)
         self.recipe = TrainRecipe(batch_size=self.config.batch_size, learning_rate=self.config.learning_rate)
@@ -173,7 +223,8 @@ class SearchRun:
         self.cycle = 0
         self.cost_macs = 0
         self.cost_epochs = 0
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # per cycle
+        self.evaluations: list[dict] = []  # per finished training, in the order the cost was charged
         self.stopped_by = "cycles"  # or "budget", or "failures" (no network left): what ended the strategy
         self.failures: list[dict] = []
         self._bar = tqdm(total=self.config.cycles + 1, desc=f"{self.config.strategy} search", unit="cycle",
@@ -222,6 +273,8 @@ class SearchRun:
             self._forget_checkpoint(candidate)
             candidate.epochs, candidate.val_accuracy = result.epochs, result.val_accuracy
             candidate.checkpoint, candidate.last_trained_cycle = result.checkpoint, self.cycle
+            self.evaluations.append({"network_id": candidate.network_id, "epochs": result.epochs,
+                                     "val_accuracy": result.val_accuracy, "cost_macs": self.cost_macs})
         if exhausted:
             raise BudgetExhausted
 
@@ -297,8 +350,7 @@ def run_search(config: SearchConfig, out: str | Path, *, resume: bool = False, e
     out = Path(out).resolve()  # from here on nothing depends on the working directory
     if evaluator is None:
         journal = Journal(out / "journal.jsonl", config.journal_settings(), resume=resume)
-        data = DataSpec(config.dataset, config.data_root, config.val_fraction, config.seed)
-        evaluator = TrainingEvaluator(data, journal, executor or InlineExecutor())
+        evaluator = TrainingEvaluator(config.data, journal, executor or InlineExecutor())
     else:
         out.mkdir(parents=True, exist_ok=True)
     run = execute(config, out, evaluator, progress)
@@ -343,6 +395,7 @@ def summarise(run: SearchRun) -> dict:
         "trained_networks": sum(c.epochs > 0 for c in run.networks),
         "cost": {"epochs": run.cost_epochs, "macs": run.cost_macs},
         "history": run.history,
+        "evaluations": run.evaluations,
         "failed": run.failures,
         "final": _retrain_top(run),
         "settings": dataclasses.asdict(config),

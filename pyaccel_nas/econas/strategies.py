@@ -91,3 +91,14 @@ def random_search(run: SearchRun) -> None:
 
 
 STRATEGIES = {"hierarchical": hierarchical, "evolution": evolution, "random": random_search}
+
+
+def planned_training(strategy: str, config, proxy_epochs: int) -> tuple[int, int]:
+    """The most a strategy trains in ``config.cycles`` cycles: (networks, network-epochs). Hierarchical
+    searches train fewer when a tier has fewer networks than ``promote`` asks for; any search stops earlier
+    at its budget."""
+    networks = config.initial + config.cycles * sum(config.children)
+    if strategy != "hierarchical":
+        return networks, networks * proxy_epochs
+    stage = proxy_epochs // 3  # every child is trained E epochs, every promotion E more
+    return networks, stage * (networks + config.cycles * sum(config.promote))
