@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pyaccel_nas.mdp import MDPNet, model_config, over_parameterise
-from pyaccel_nas.mdp.prune import PruneResult, _gate_module
+from pyaccel_nas.mdp.prune import PruneResult, prunable_units
 from pyaccel_nas.nn import ChannelGate, MultiResSum
 
 # small inputs keep the tests fast; every size still admits more than one resolution factor somewhere
@@ -19,7 +19,11 @@ def randomised(name: str, seed: int = 0, in_channels: int = 2) -> MDPNet:
     """The over-parameterised ``name`` with random gates in [0, 1), branch logits and BN statistics."""
     torch.manual_seed(seed)
     config = over_parameterise(model_config(name, in_channels=in_channels, num_classes=7, input_size=SHAPES[name]))
-    net = MDPNet(config)
+    return randomise(MDPNet(config))
+
+
+def randomise(net: MDPNet) -> MDPNet:
+    """``net`` with random gates in [0, 1), branch logits and BN statistics, in eval mode."""
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, ChannelGate):
@@ -38,14 +42,15 @@ def restricted_reference(net: MDPNet, result: PruneResult) -> MDPNet:
     """The over-parameterised ``net`` with each block's other branches weighted 0 and the removed channels'
     gates set to 0: what the pruned network must compute."""
     ref = copy.deepcopy(net)
+    units = prunable_units(ref)
     with torch.no_grad():
         for i, block in ref.prunable_blocks():
             if block.mix is not None:
                 logits = torch.full_like(block.mix.logits, float("-inf"))
                 logits[result.branches[i]] = 0
                 block.mix.logits.copy_(logits)
-            for member, kept in result.kept[i].items():
-                gate = _gate_module(block, member).gate
+            for name, kept in result.kept[i].items():
+                gate = units[i, name].gate.gate
                 mask = torch.zeros_like(gate)
                 mask[kept] = 1
                 gate.mul_(mask)

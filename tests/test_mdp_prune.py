@@ -42,11 +42,11 @@ def test_threshold_pruning_with_round_to_1_is_channel_gate_thresholding():
 
 def test_residual_stream_channels_are_shared_and_kept_if_any_member_needs_them():
     net = randomised("resnet20", seed=2)
-    groups, member_group, _ = channel_groups(net)
-    stream = groups[member_group[1]["out"]]
+    groups, channel_sets, _ = channel_groups(net)
+    stream = groups[channel_sets[1]["out"]]
     assert stream.members == [(0, "out"), (1, "out"), (2, "out"), (3, "out")]
-    stage2 = groups[member_group[4]["out"]]
-    assert stage2.members == [(4, "proj"), (4, "out"), (5, "out"), (6, "out")]
+    stage2 = groups[channel_sets[4]["out"]]
+    assert stage2.members == [(4, "out"), (4, "proj"), (5, "out"), (6, "out")]
     # channel 3 of stage 1's stream: below the threshold everywhere except in block 2's second conv
     with torch.no_grad():
         for block in (net.blocks[0].gate, net.blocks[1].gate2, net.blocks[2].gate2, net.blocks[3].gate2):

@@ -21,7 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pyaccel_nas.exec.files import atomic_writer
 from pyaccel_nas.mdp.arch import ArchConfig
-from pyaccel_nas.mdp.layers import ConvBlock, MDPNet, ResidualBlock
+from pyaccel_nas.mdp.layers import MDPNet
 from pyaccel_nas.validation import load_tensors
 
 
@@ -86,14 +86,11 @@ def fold_batchnorms(model: MDPNet) -> MDPNet:
         raise ValueError("fold_batchnorms: the model has resolution branches; prune it first")
     folded = copy.deepcopy(model).eval()
     for _, block in folded.prunable_blocks():
-        if isinstance(block, ConvBlock):
-            block.conv, block.bns[0] = fuse_conv_bn_eval(block.conv, block.bns[0]), nn.Identity()
-            continue
-        assert isinstance(block, ResidualBlock)
-        block.conv1, block.bn1s[0] = fuse_conv_bn_eval(block.conv1, block.bn1s[0]), nn.Identity()
-        block.conv2, block.bn2s[0] = fuse_conv_bn_eval(block.conv2, block.bn2s[0]), nn.Identity()
-        if isinstance(block.shortcut, nn.Sequential):
-            block.shortcut[0], block.shortcut[1] = fuse_conv_bn_eval(block.shortcut[0], block.shortcut[1]), nn.Identity()
+        names = {module: name for name, module in block.named_modules()}
+        for unit in block.channel_layout().units:
+            batchnorm = unit.batchnorm(0)
+            block.set_submodule(names[unit.conv], fuse_conv_bn_eval(unit.conv, batchnorm), strict=True)
+            block.set_submodule(names[batchnorm], nn.Identity(), strict=True)
     return folded
 
 

@@ -6,9 +6,16 @@ branches are upsampled back (nearest) and mixed by the learnable branch importan
 Each branch has its own BatchNorms, since statistics differ between resolutions. With ``gated``, every
 conv output (after its BatchNorm) is scaled by a ``ChannelGate``. A block with one factor is a pruned
 block: pool, convolutions, upsample; a block with the factor 1 alone is a plain block.
+
+Every prunable block describes itself (:meth:`PrunableBlock.channel_layout`): its gated convolutions and
+which of them share a channel set. Pruning, BatchNorm folding and weight loading work from that
+description alone, so a new block type is a class here (with its entry in :data:`BLOCK_MODULES`) and its
+config in :mod:`~pyaccel_nas.mdp.arch`, nothing else.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +39,45 @@ def _batchnorms(dims: int, channels: int, branches: int) -> nn.ModuleList:
     return nn.ModuleList(_BATCHNORM[dims](channels) for _ in range(branches))
 
 
+def _gate_or_none(gate: nn.Module) -> ChannelGate | None:
+    return gate if isinstance(gate, ChannelGate) else None
+
+
+@dataclass(frozen=True)
+class PrunableUnit:
+    """A convolution whose output channels pruning can remove: ``conv`` (an ``nn.Conv2d`` / ``nn.Conv3d``
+    without bias or groups), then its BatchNorm, then its channel ``gate`` (None in an ungated block).
+
+    ``batchnorms`` holds one BatchNorm per resolution branch, in branch order, or a single one for a unit
+    that runs outside the branches (a shortcut, at full resolution). ``channels`` names the channel set of
+    the unit's output and ``inputs`` that of its conv's input: "in" is the block's input; any other name is
+    the field of the block's :class:`~pyaccel_nas.mdp.arch.Block` config that holds the set's width ("out":
+    the block's output, which the next block reads). Units of one set have their outputs added, so their
+    channels are kept or removed together. ``name`` names the unit in a prune report's kept channels.
+    """
+
+    name: str
+    conv: nn.Conv2d | nn.Conv3d
+    batchnorms: tuple[nn.BatchNorm2d | nn.BatchNorm3d, ...]
+    gate: ChannelGate | None
+    channels: str = "out"
+    inputs: str = "in"
+
+    def batchnorm(self, branch: int) -> nn.BatchNorm2d | nn.BatchNorm3d:
+        """The BatchNorm that follows the conv in resolution branch ``branch``."""
+        return self.batchnorms[branch if len(self.batchnorms) > 1 else 0]
+
+
+@dataclass(frozen=True)
+class ChannelLayout:
+    """A prunable block as pruning sees it: its units (a prune report lists their kept channels in this
+    order), and ``input_added_to``, the channel set (if any) to which the block adds its input unchanged (an
+    identity shortcut): that set is then the input's own."""
+
+    units: tuple[PrunableUnit, ...]
+    input_added_to: str | None = None
+
+
 class PrunableBlock(nn.Module):
     """Base of the prunable blocks: the resolution branches and their mix. Subclasses define ``branch``."""
 
@@ -43,6 +89,10 @@ class PrunableBlock(nn.Module):
         self.mix = MultiResSum(len(block.factors), mode="nearest") if len(block.factors) > 1 else None
 
     def branch(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def channel_layout(self) -> ChannelLayout:
+        """The block's gated convolutions and how their channels connect."""
         raise NotImplementedError
 
     def gates(self) -> list[ChannelGate]:
@@ -76,6 +126,9 @@ class ConvBlock(PrunableBlock):
     def branch(self, x: torch.Tensor, index: int) -> torch.Tensor:
         return self.gate(self.bns[index](self.conv(x)))
 
+    def channel_layout(self) -> ChannelLayout:
+        return ChannelLayout((PrunableUnit("out", self.conv, tuple(self.bns), _gate_or_none(self.gate)),))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.multi_resolution(x))
 
@@ -106,8 +159,20 @@ class ResidualBlock(PrunableBlock):
         x = F.relu(self.gate1(self.bn1s[index](self.conv1(x))))
         return self.gate2(self.bn2s[index](self.conv2(x)))
 
+    def channel_layout(self) -> ChannelLayout:
+        units = (PrunableUnit("mid", self.conv1, tuple(self.bn1s), _gate_or_none(self.gate1), channels="mid"),
+                 PrunableUnit("out", self.conv2, tuple(self.bn2s), _gate_or_none(self.gate2), inputs="mid"))
+        if isinstance(self.shortcut, nn.Identity):
+            return ChannelLayout(units, input_added_to="out")
+        conv, batchnorm, gate = self.shortcut
+        return ChannelLayout((*units, PrunableUnit("proj", conv, (batchnorm,), _gate_or_none(gate))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.multi_resolution(x) + self.shortcut(x))
+
+
+# the module of each prunable block type of an ArchConfig
+BLOCK_MODULES: dict[str, type[PrunableBlock]] = {"conv": ConvBlock, "residual": ResidualBlock}
 
 
 class MDPNet(nn.Module):
@@ -127,13 +192,10 @@ class MDPNet(nn.Module):
             if block.type == "maxpool":
                 blocks.append(_MAXPOOL[dims](block.kernel, block.kernel))
                 continue
-            if block.type == "conv":
-                blocks.append(ConvBlock(channels, block, dims))
-            else:
-                if not block.projection and (channels != block.out or max(block.stride) != 1):
-                    raise ValueError(f"block {i} (residual): an identity shortcut needs stride 1 and as many input "
-                                     f"as output channels ({channels} in, {block.out} out): set `projection`")
-                blocks.append(ResidualBlock(channels, block, dims))
+            if block.type == "residual" and not block.projection and (channels != block.out or max(block.stride) != 1):
+                raise ValueError(f"block {i} (residual): an identity shortcut needs stride 1 and as many input "
+                                 f"as output channels ({channels} in, {block.out} out): set `projection`")
+            blocks.append(BLOCK_MODULES[block.type](channels, block, dims))
             channels = block.out
         self.blocks = nn.Sequential(*blocks)
         self.pool = _GLOBAL_POOL[dims](1)

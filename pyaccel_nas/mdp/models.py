@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Sequence
 
 import torch
@@ -105,12 +104,9 @@ def load_plain_weights(net: MDPNet, state: dict[str, torch.Tensor]) -> MDPNet:
     base: the shared convolutions and the classifier as they are, each BatchNorm into every branch's copy
     of it; gates and branch importances keep their initial values (1 and equal). Returns ``net``."""
     own = net.state_dict()
-    expanded = {}
-    for key in own:
-        source = re.sub(r"\.(bns|bn1s|bn2s)\.\d+\.", r".\1.0.", key)
-        if source in state:
-            expanded[key] = state[source]
-    unused = set(state) - {re.sub(r"\.(bns|bn1s|bn2s)\.\d+\.", r".\1.0.", k) for k in expanded}
+    sources = _first_branch_keys(net)
+    expanded = {key: state[sources.get(key, key)] for key in own if sources.get(key, key) in state}
+    unused = set(state) - {sources.get(key, key) for key in expanded}
     if unused:
         raise ValueError(f"load_plain_weights: weights of no layer of the network: {sorted(unused)[:5]}")
     missing = [k for k in own if k not in expanded and not k.endswith((".gate", ".logits"))]
@@ -118,6 +114,19 @@ def load_plain_weights(net: MDPNet, state: dict[str, torch.Tensor]) -> MDPNet:
         raise ValueError(f"load_plain_weights: no weights for {missing[:5]}")
     net.load_state_dict(expanded, strict=False)
     return net
+
+
+def _first_branch_keys(net: MDPNet) -> dict[str, str]:
+    """The state_dict key of each BatchNorm entry of a resolution branch other than the first, mapped to that
+    of the first branch's copy: the key the plain network, which has one branch, holds it under."""
+    names = {module: name for name, module in net.named_modules()}
+    sources = {}
+    for _, block in net.prunable_blocks():
+        for unit in block.channel_layout().units:
+            first = names[unit.batchnorms[0]]
+            for batchnorm in unit.batchnorms[1:]:
+                sources.update({f"{names[batchnorm]}.{key}": f"{first}.{key}" for key in batchnorm.state_dict()})
+    return sources
 
 
 # --- a user's model ------------------------------------------------------------------------------------
@@ -139,7 +148,7 @@ def config_from_sequential(model: nn.Sequential, input_size: Sequence[int], name
     dims = len(input_size)
     layers = list(model.named_children())
     blocks: list[Block] = []
-    state: dict[str, torch.Tensor] = {}
+    trained: list[tuple[nn.Module, nn.Module]] = []  # (conv, BatchNorm) of each conv block
     in_channels = None
     i = 0
 
@@ -153,8 +162,6 @@ def config_from_sequential(model: nn.Sequential, input_size: Sequence[int], name
                     k % 2 == 0 or p != k // 2 for k, p in zip(module.kernel_size, module.padding)):
                 raise fail(layer_name, module, "only convs with odd kernels, padding k // 2, groups=1, dilation=1")
             in_channels = in_channels or module.in_channels
-            prefix = f"blocks.{len(blocks)}."
-            state[prefix + "conv.weight"] = module.weight.detach().clone()
             blocks.append(Block("conv", out=module.out_channels, kernel=module.kernel_size, stride=module.stride,
                                 factors=((1,) * dims,)))
             i += 1
@@ -165,7 +172,7 @@ def config_from_sequential(model: nn.Sequential, input_size: Sequence[int], name
             i += 1
             if module.bias is not None:  # conv bias before BN: fold it into BN's running mean
                 norm = _absorb_bias(norm, module.bias.detach())
-            state.update({prefix + "bns.0." + k: v.detach().clone() for k, v in norm.state_dict().items()})
+            trained.append((module, norm))
             if i >= len(layers) or not isinstance(layers[i][1], nn.ReLU):
                 raise fail(layer_name, module, "a conv and its BatchNorm must be followed by ReLU")
             i += 1
@@ -192,6 +199,14 @@ def config_from_sequential(model: nn.Sequential, input_size: Sequence[int], name
                                               f"{_channels_out(blocks)}")
     config = ArchConfig(name, in_channels, classifier.out_features, tuple(input_size), tuple(blocks))
     block_input_sizes(config)
+    with torch.device("meta"):  # only its module names are needed
+        net = MDPNet(config)
+    names = {module: name for name, module in net.named_modules()}
+    state: dict[str, torch.Tensor] = {}
+    for (_, block), (conv, norm) in zip(net.prunable_blocks(), trained, strict=True):
+        (unit,) = block.channel_layout().units  # a conv block is one conv and its BatchNorm
+        state[names[unit.conv] + ".weight"] = conv.weight.detach().clone()
+        state.update({f"{names[unit.batchnorm(0)]}.{k}": v.detach().clone() for k, v in norm.state_dict().items()})
     state["classifier.weight"] = classifier.weight.detach().clone()
     state["classifier.bias"] = (classifier.bias.detach().clone() if classifier.bias is not None
                                 else torch.zeros(classifier.out_features))

@@ -4,10 +4,12 @@
    alone: pool before, convolutions, nearest upsampling after, as that branch did.
 2. Channels: layers whose outputs are added together share one channel set (a *group*: the residual
    stream of a ResNet stage is its first block's projection, or the conv feeding it, plus the second conv
-   of every block in the stage). A channel of a group survives when the largest ``|gate|`` among the
-   group's members reaches ``threshold``; with ``mac_budget`` instead, the threshold is the smallest that
-   brings the pruned network's MACs within the budget. Each group keeps at least one channel, and its count
-   is rounded up to a multiple of ``round_to`` (taking the next-strongest channels), capped at its size.
+   of every block in the stage); each block says which of its layers share one
+   (:meth:`~pyaccel_nas.mdp.layers.PrunableBlock.channel_layout`). A channel of a group survives when the
+   largest ``|gate|`` among the group's members reaches ``threshold``; with ``mac_budget`` instead, the
+   threshold is the smallest that brings the pruned network's MACs within the budget. Each group keeps at
+   least one channel, and its count is rounded up to a multiple of ``round_to`` (taking the next-strongest
+   channels), capped at its size.
 3. Rebuild: convolutions, BatchNorms and the classifier are sliced to the kept channels (outputs and the
    inputs that follow them); each surviving gate is folded into its BatchNorm's affine parameters
    (``g * bn(x) = bn'(x)`` with ``weight' = g * weight``, ``bias' = g * bias``), so the pruned network has
@@ -26,25 +28,24 @@ from dataclasses import dataclass, field
 import torch
 
 from pyaccel_nas.mdp.arch import ArchConfig, Block
-from pyaccel_nas.mdp.layers import ConvBlock, MDPNet, ResidualBlock
-from pyaccel_nas.nn import ChannelGate, count_macs
-
-# gate members of a block: "out" (conv block, residual second conv), "mid" (residual first conv),
-# "proj" (residual projection shortcut)
+from pyaccel_nas.mdp.layers import MDPNet, PrunableBlock, PrunableUnit
+from pyaccel_nas.nn import count_macs
 
 
 @dataclass
 class Group:
-    """Channels that must be kept or removed together, and the gates that act on them."""
+    """``channels`` channels that must be kept or removed together (a channel set of one block, or the one
+    the blocks of a residual stream share), and the units whose gates act on them."""
 
-    members: list[tuple[int, str]] = field(default_factory=list)  # (block index, member)
+    channels: int
+    members: list[tuple[int, str]] = field(default_factory=list)  # (block index, unit name)
     kept: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class PruneResult:
     """The pruned network and what was kept: per prunable block, the chosen branch and the kept channel
-    indices (into the over-parameterised block's channels) of its members."""
+    indices (into the over-parameterised block's channels) of its units, by unit name."""
 
     model: MDPNet
     branches: dict[int, int]
@@ -52,67 +53,66 @@ class PruneResult:
     threshold: float
 
     def blocks_report(self, source: ArchConfig) -> list[dict]:
-        """Per prunable block: type, chosen resolution factor, channels before and after, and the indices of
-        the kept channels of each gated layer ("out", "mid", "proj")."""
+        """Per prunable block: type, chosen resolution factor, channels before and after, the indices of the
+        kept channels of each unit ("out", "mid", "proj"), and the width before and after of each channel set
+        inside the block (``mid_before``, ``mid_after``)."""
         rows = []
         for index, branch in self.branches.items():
             before, after = source.blocks[index], self.model.config.blocks[index]
             row = {"block": index, "type": before.type, "factor": list(before.factors[branch]),
                    "candidate_factors": [list(f) for f in before.factors],
                    "channels_before": before.out, "channels_after": after.out, "kept": self.kept[index]}
-            if before.type == "residual":
-                row.update(mid_before=before.mid, mid_after=after.mid)
+            for name in dict.fromkeys(u.channels for u in self.model.blocks[index].channel_layout().units):
+                if name != "out":
+                    row.update({f"{name}_before": getattr(before, name), f"{name}_after": getattr(after, name)})
             rows.append(row)
         return rows
 
 
-def _gate_module(block: ConvBlock | ResidualBlock, member: str) -> ChannelGate:
-    if member == "proj":
-        return block.shortcut[2]
-    if isinstance(block, ConvBlock):
-        return block.gate
-    return block.gate1 if member == "mid" else block.gate2
-
-
-def channel_groups(model: MDPNet) -> tuple[list[Group], dict[int, dict[str, int]], list[int | None]]:
-    """The coupled channel groups; per prunable block, which group each member's output belongs to; and per
-    block (plus the classifier, last) the group of its input (None: the network's input)."""
+def channel_groups(model: MDPNet) -> tuple[list[Group], dict[int, dict[str, int | None]], list[int | None]]:
+    """The coupled channel groups; per prunable block, the group of each of its channel sets (see
+    :class:`~pyaccel_nas.mdp.layers.PrunableUnit`: "in", its input, and those its units name); and per block
+    (plus the classifier, last) the group of its input. None stands for the network's input."""
     groups: list[Group] = []
-    member_group: dict[int, dict[str, int]] = {}
+    channel_sets: dict[int, dict[str, int | None]] = {}
     inputs: list[int | None] = []
     current = None
-
-    def new_group(*members: tuple[int, str]) -> int:
-        groups.append(Group(list(members)))
-        return len(groups) - 1
-
-    for i, block in enumerate(model.config.blocks):
+    for i, module in enumerate(model.blocks):
         inputs.append(current)
-        if block.type == "maxpool":
+        if not isinstance(module, PrunableBlock):
             continue
+        block = model.config.blocks[i]
         if not block.gated:
             raise ValueError(f"prune: block {i} ({block.type}) has no channel gates; prune an over-parameterised "
                              f"network (see over_parameterise)")
-        if block.type == "conv":
-            current = new_group((i, "out"))
-            member_group[i] = {"out": current}
-            continue
-        mid = new_group((i, "mid"))
-        if block.projection:
-            current = new_group((i, "proj"), (i, "out"))
-        else:
-            groups[current].members.append((i, "out"))
-        member_group[i] = {"mid": mid, "out": current, **({"proj": current} if block.projection else {})}
+        layout = module.channel_layout()
+        sets = {"in": current}
+        if layout.input_added_to is not None:
+            if current is None:
+                raise ValueError(f"prune: block {i} ({block.type}) adds the network's input to its output, whose "
+                                 f"channels then cannot be pruned")
+            sets[layout.input_added_to] = current
+        for unit in layout.units:
+            if unit.channels not in sets:
+                groups.append(Group(unit.conv.out_channels))
+                sets[unit.channels] = len(groups) - 1
+            groups[sets[unit.channels]].members.append((i, unit.name))
+        channel_sets[i] = sets
+        current = sets["out"]
     if not groups:
         raise ValueError("prune: the network has no conv or residual block to prune")
     inputs.append(current)
-    return groups, member_group, inputs
+    return groups, channel_sets, inputs
+
+
+def prunable_units(model: MDPNet) -> dict[tuple[int, str], PrunableUnit]:
+    """Every unit of the model's prunable blocks, by (block index, unit name)."""
+    return {(i, unit.name): unit for i, block in model.prunable_blocks() for unit in block.channel_layout().units}
 
 
 def _scores(model: MDPNet, groups: list[Group]) -> list[torch.Tensor]:
-    blocks = model.blocks
-    return [torch.stack([_gate_module(blocks[i], m).gate.detach().abs() for i, m in g.members]).amax(0)
-            for g in groups]
+    gated = prunable_units(model)
+    return [torch.stack([gated[m].gate.gate.detach().abs() for m in g.members]).amax(0) for g in groups]
 
 
 def _keep(score: torch.Tensor, threshold: float, round_to: int) -> list[int]:
@@ -122,15 +122,14 @@ def _keep(score: torch.Tensor, threshold: float, round_to: int) -> list[int]:
     return sorted(order[:count].tolist())
 
 
-def _pruned_config(model: MDPNet, groups: list[Group], member_group, branches: dict[int, int]) -> ArchConfig:
+def _pruned_config(model: MDPNet, groups: list[Group], channel_sets, branches: dict[int, int]) -> ArchConfig:
     blocks: list[Block] = []
     for i, block in enumerate(model.config.blocks):
         if not block.prunable:
             blocks.append(block)
             continue
-        size = {m: len(groups[g].kept) for m, g in member_group[i].items()}
-        blocks.append(dataclasses.replace(block, out=size["out"], mid=size.get("mid", 0), gated=False,
-                                          factors=(block.factors[branches[i]],)))
+        widths = {name: len(groups[g].kept) for name, g in channel_sets[i].items() if name != "in"}
+        blocks.append(dataclasses.replace(block, **widths, gated=False, factors=(block.factors[branches[i]],)))
     return model.config.replace_blocks(blocks)
 
 
@@ -156,13 +155,12 @@ def smallest_macs(over: ArchConfig, round_to: int) -> int:
     Counted without weights, so a run can refuse a MAC budget out of reach before it trains anything."""
     with torch.device("meta"):
         model = MDPNet(over)
-    groups, member_group, _ = channel_groups(model)
+    groups, channel_sets, _ = channel_groups(model)
     for group in groups:
-        block, member = over.blocks[group.members[0][0]], group.members[0][1]
-        group.kept = list(range(min(round_to, block.mid if member == "mid" else block.out)))
+        group.kept = list(range(min(round_to, group.channels)))
     cheapest = {i: max(range(len(block.factors)), key=lambda k: math.prod(block.factors[k]))
                 for i, block in enumerate(over.blocks) if block.prunable}
-    return config_macs(_pruned_config(model, groups, member_group, cheapest))
+    return config_macs(_pruned_config(model, groups, channel_sets, cheapest))
 
 
 def prune(model: MDPNet, *, threshold: float | None = None, mac_budget: float | None = None,
@@ -177,7 +175,7 @@ def prune(model: MDPNet, *, threshold: float | None = None, mac_budget: float | 
         raise ValueError("prune: give exactly one of `threshold` and `mac_budget`")
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"prune: `round_to` must be a positive int, got {round_to!r}")
-    groups, member_group, inputs = channel_groups(model)
+    groups, channel_sets, inputs = channel_groups(model)
     scores = _scores(model, groups)
     branches = {i: (int(torch.argmax(b.mix.weights().detach())) if b.mix is not None else 0)
                 for i, b in model.prunable_blocks()}
@@ -185,7 +183,7 @@ def prune(model: MDPNet, *, threshold: float | None = None, mac_budget: float | 
     def plan(t: float) -> ArchConfig:
         for group, score in zip(groups, scores):
             group.kept = _keep(score, t, round_to)
-        return _pruned_config(model, groups, member_group, branches)
+        return _pruned_config(model, groups, channel_sets, branches)
 
     if mac_budget is not None:
         if mac_budget <= 0:
@@ -206,50 +204,39 @@ def prune(model: MDPNet, *, threshold: float | None = None, mac_budget: float | 
         threshold = candidates[low]
     config = plan(float(threshold))
     pruned = MDPNet(config)
-    pruned.load_state_dict(_pruned_state(model, groups, member_group, inputs, branches))
+    pruned.load_state_dict(_pruned_state(model, pruned, groups, channel_sets, inputs, branches))
     pruned.train(model.training)
-    kept = {i: {m: list(groups[g].kept) for m, g in members.items()} for i, members in member_group.items()}
+    kept = {i: {u.name: list(groups[channel_sets[i][u.channels]].kept) for u in block.channel_layout().units}
+            for i, block in model.prunable_blocks()}
     return PruneResult(pruned, branches, kept, float(threshold))
 
 
 @torch.no_grad()
-def _pruned_state(model: MDPNet, groups, member_group, inputs, branches) -> dict[str, torch.Tensor]:
+def _pruned_state(model: MDPNet, pruned: MDPNet, groups, channel_sets, inputs, branches) -> dict[str, torch.Tensor]:
+    """The state_dict of ``pruned`` (built from the pruned config): each unit's conv sliced to the kept
+    channels of its output and input sets, the chosen branch's BatchNorm sliced with the gate folded in,
+    the classifier's inputs sliced."""
+    names = {module: name for name, module in pruned.named_modules()}
     state: dict[str, torch.Tensor] = {}
 
     def kept(group: int) -> torch.Tensor:
         return torch.tensor(groups[group].kept)
 
-    def conv(name: str, weight: torch.Tensor, out_idx: torch.Tensor, in_idx: torch.Tensor) -> None:
-        state[name + ".weight"] = weight[out_idx][:, in_idx].clone()
-
-    def batchnorm(name: str, bn: torch.nn.Module, gate: ChannelGate, idx: torch.Tensor) -> None:
-        g = gate.gate[idx]
-        state[name + ".weight"] = bn.weight[idx] * g
-        state[name + ".bias"] = bn.bias[idx] * g
-        state[name + ".running_mean"] = bn.running_mean[idx].clone()
-        state[name + ".running_var"] = bn.running_var[idx].clone()
-        state[name + ".num_batches_tracked"] = bn.num_batches_tracked.clone()
-
     for i, block in model.prunable_blocks():
-        p, k = f"blocks.{i}", branches[i]
-        members = member_group[i]
-        first_conv = block.conv if isinstance(block, ConvBlock) else block.conv1
-        in_idx = torch.arange(first_conv.in_channels) if inputs[i] is None else kept(inputs[i])
-        out_idx = kept(members["out"])
-        if isinstance(block, ConvBlock):
-            conv(f"{p}.conv", block.conv.weight, out_idx, in_idx)
-            batchnorm(f"{p}.bns.0", block.bns[k], block.gate, out_idx)
-            continue
-        mid_idx = kept(members["mid"])
-        conv(f"{p}.conv1", block.conv1.weight, mid_idx, in_idx)
-        batchnorm(f"{p}.bn1s.0", block.bn1s[k], block.gate1, mid_idx)
-        conv(f"{p}.conv2", block.conv2.weight, out_idx, mid_idx)
-        batchnorm(f"{p}.bn2s.0", block.bn2s[k], block.gate2, out_idx)
-        if "proj" in members:
-            conv(f"{p}.shortcut.0", block.shortcut[0].weight, out_idx, in_idx)
-            batchnorm(f"{p}.shortcut.1", block.shortcut[1], block.shortcut[2], out_idx)
+        sets = channel_sets[i]
+        targets = {unit.name: unit for unit in pruned.blocks[i].channel_layout().units}
+        for unit in block.channel_layout().units:
+            out_idx = kept(sets[unit.channels])
+            in_idx = torch.arange(unit.conv.in_channels) if sets[unit.inputs] is None else kept(sets[unit.inputs])
+            target = targets[unit.name]
+            state[names[target.conv] + ".weight"] = unit.conv.weight[out_idx][:, in_idx].clone()
+            bn, g, name = unit.batchnorm(branches[i]), unit.gate.gate[out_idx], names[target.batchnorm(0)]
+            state[name + ".weight"] = bn.weight[out_idx] * g
+            state[name + ".bias"] = bn.bias[out_idx] * g
+            state[name + ".running_mean"] = bn.running_mean[out_idx].clone()
+            state[name + ".running_var"] = bn.running_var[out_idx].clone()
+            state[name + ".num_batches_tracked"] = bn.num_batches_tracked.clone()
     last = kept(inputs[-1])
     state["classifier.weight"] = model.classifier.weight[:, last].clone()
     state["classifier.bias"] = model.classifier.bias.clone()
     return state
-
