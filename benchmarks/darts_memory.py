@@ -31,7 +31,7 @@ def _saved_bytes(fn) -> int:
 
 
 def measure(proxy: str, channels: int, layers: int, batch: int, fused: bool) -> dict:
-    from pyaccel_nas.econas.darts import DartsConfig, DartsSearch
+    from pyaccel_nas.darts import DartsConfig, DartsSearch
     from pyaccel_nas.econas.evaluation import DataSpec, proxied_dataset
     from pyaccel_nas.econas.proxy import Proxy
 
@@ -43,7 +43,7 @@ def measure(proxy: str, channels: int, layers: int, batch: int, fused: bool) -> 
     search.arch_step(x_arch, y_arch, x, y, config.learning_rate)
     loss = torch.nn.functional.cross_entropy(search.model(x), y)
     loss.backward()
-    search.weight_optimizer.step()
+    search.optimizer.step()
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"fused": fused, "saved_mib": saved / 2**20, "peak_rss_growth_mib": (after - before) / 1024,
             "image_size": search.dataset.info.image_size, "channels": search.network_config.channels,

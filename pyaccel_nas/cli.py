@@ -51,7 +51,7 @@ def _given(**values) -> dict:
 
 def _darts_only_options() -> list[str]:
     """The fields of DartsConfig whose flags `search` has from it: those SearchConfig has no flag for."""
-    from pyaccel_nas.econas.darts import DartsConfig
+    from pyaccel_nas.darts import DartsConfig
     from pyaccel_nas.econas.search import SearchConfig
 
     return [name for name in DartsConfig.option_names() if name not in SearchConfig.option_names()]
@@ -60,7 +60,7 @@ def _darts_only_options() -> list[str]:
 def run_config(args: argparse.Namespace):
     """The configuration of the run that parsed flags of ``search``, ``proxy-study`` or ``prune`` describe:
     their preset with the flags given on top (ValueError for a flag the run has no use for or a bad value)."""
-    from pyaccel_nas.econas.darts import DartsConfig
+    from pyaccel_nas.darts import DartsConfig
     from pyaccel_nas.econas.search import SearchConfig
     from pyaccel_nas.econas.study import StudyConfig
     from pyaccel_nas.mdp.pipeline import PruneConfig
@@ -90,56 +90,60 @@ def run_config(args: argparse.Namespace):
 
 
 def _search(args: argparse.Namespace) -> int:
-    from pyaccel_nas.econas.search import plan_search, run_search
-
-    if args.strategy == "darts":
-        return _darts_search(args)
     config = run_config(args)
-    if args.benchmark is not None:
+    if args.strategy == "darts":
+        from pyaccel_nas.darts import run_darts
+
+        # the supernet trains in this process: --executor and --benchmark do not apply
+        result = run_darts(config, args.out, resume=args.resume, progress=not args.quiet)
+    elif args.benchmark is not None:
         from pyaccel_nas.bench import load_table
         from pyaccel_nas.bench.simulate import TableEvaluator
+        from pyaccel_nas.econas.search import plan_search, run_search
 
         evaluator = TableEvaluator(load_table(args.benchmark))
         config = evaluator.search_config(config)
         print(plan_search(config, evaluator).describe(), flush=True)
         result = run_search(config, args.out, evaluator=evaluator, progress=not args.quiet)
     else:
+        from pyaccel_nas.econas.search import plan_search, run_search
+
         print(plan_search(config).describe(), flush=True)
         with _executor(args, config.threads) as executor:
             result = run_search(config, args.out, resume=args.resume, executor=executor, progress=not args.quiet)
+    _print_search(result, args)
+    return 0
+
+
+def _print_search(result: dict, args: argparse.Namespace) -> None:
+    """What a search found, from its result (the schema every strategy writes), and the files it wrote."""
+    darts = result["strategy"] == "darts"
+    cost = f"cost {result['cost']['macs']:.3g} MACs"
     best = result["best"]
-    print(f"{config.strategy} search on {config.dataset} with proxy {config.proxy}: "
-          f"{result['trained_networks']} networks, cost {result['cost']['macs']:.3g} MACs "
-          f"({result['cost']['epochs']} network-epochs), stopped by {result['stopped_by']}")
-    if best is not None:
-        print(f"best validation accuracy {best['val_accuracy']:.4f} (network {best['network_id']})")
+    if darts:
+        print(f"darts search on {result['dataset']} with proxy {result['proxy']}: {result['cost']['epochs']} epochs, "
+              f"{cost}, stopped by {result['stopped_by']}")
+        if best is not None:
+            print(f"supernet validation accuracy {best['val_accuracy']:.4f}; derived normal cell has "
+                  f"{result['skip_connections']['normal']} skip connections")
     else:
-        print("no network finished training: every evaluation failed (each listed in result.json)")
+        print(f"{result['strategy']} search on {result['dataset']} with proxy {result['proxy']}: "
+              f"{result['trained_networks']} networks, {cost} ({result['cost']['epochs']} network-epochs), "
+              f"stopped by {result['stopped_by']}")
+        if best is not None:
+            print(f"best validation accuracy {best['val_accuracy']:.4f} (network {best['network_id']})")
+        else:
+            print("no network finished training: every evaluation failed (each listed in result.json)")
     if result["failed"]:
         print(f"{len(result['failed'])} evaluations failed after {args.retries} retries (listed in result.json)")
     for entry in result["final"]["networks"]:
         scores = (f"failed: {entry['error']}" if entry["error"] else
                   f"val {entry['val_accuracy']:.4f} test {entry['test_accuracy']:.4f}")
-        print(f"  retrained at {result['final']['proxy']}: network {entry['network_id']} {scores}")
-    print(f"wrote {Path(args.out) / 'result.json'}, {Path(args.out) / 'search.png'}")
-    return 0
-
-
-def _darts_search(args: argparse.Namespace) -> int:
-    from pyaccel_nas.econas.darts import run_darts
-
-    config = run_config(args)
-    result = run_darts(config, args.out, resume=args.resume, progress=not args.quiet)
-    print(f"darts search on {config.dataset} with proxy {config.proxy}: {result['cost']['epochs']} epochs, cost "
-          f"{result['cost']['macs']:.3g} MACs, stopped by {result['stopped_by']}")
-    if result["best"] is not None:
-        print(f"supernet validation accuracy {result['best']['val_accuracy']:.4f}; derived normal cell has "
-              f"{result['skip_connections']['normal']} skip connections")
-    for entry in result["final"]["networks"]:
-        print(f"  retrained at {result['final']['proxy']}: val {entry['val_accuracy']:.4f} "
-              f"test {entry['test_accuracy']:.4f}")
-    print(f"wrote {Path(args.out) / 'result.json'}, {Path(args.out) / 'alphas.png'}")
-    return 0
+        # DARTS retrains the one genotype it derived: no network to name
+        network = "" if darts else f"network {entry['network_id']} "
+        print(f"  retrained at {result['final']['proxy']}: {network}{scores}")
+    plot = "alphas.png" if darts else "search.png"
+    print(f"wrote {Path(args.out) / 'result.json'}, {Path(args.out) / plot}")
 
 
 def _proxy_study(args: argparse.Namespace) -> int:
@@ -289,7 +293,7 @@ def _executor(args: argparse.Namespace, threads: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pyaccel_nas.econas.darts import DartsConfig
+    from pyaccel_nas.darts import DartsConfig
     from pyaccel_nas.econas.search import SearchConfig
     from pyaccel_nas.econas.strategies import STRATEGIES
     from pyaccel_nas.econas.study import StudyConfig

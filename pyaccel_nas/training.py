@@ -2,13 +2,14 @@
 
 The recipe is DARTS' (which EcoNAS keeps): SGD with momentum and weight decay, gradient-norm clipping, one
 cosine learning-rate schedule over ``schedule_epochs`` that training follows stage by stage. Methods build
-on :class:`ModelTrainer`: EcoNAS adds genotypes and checkpoints, MDP adds its regularisers (``extra_loss``).
+on :class:`ModelTrainer`: EcoNAS adds genotypes and checkpoints, MDP adds its regularisers (``extra_loss``),
+DARTS an alpha step before each weight step (``training_batches``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -96,6 +97,9 @@ class ModelTrainer:
         seed: the data order.
         extra_loss: None, or ``extra_loss(model)``, a scalar added to the cross-entropy at every step
             (regularisers).
+        parameters: the parameters the optimizer trains (default: all that require gradients; DARTS leaves
+            its architecture weights to an optimizer of their own).
+        min_learning_rate: where the cosine schedule ends (DARTS: 0.001).
     """
 
     def __init__(
@@ -106,6 +110,8 @@ class ModelTrainer:
         recipe: TrainRecipe = TrainRecipe(),
         seed: int = 0,
         extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+        parameters: list[nn.Parameter] | None = None,
+        min_learning_rate: float = 0.0,
     ) -> None:
         if schedule_epochs < 1:
             raise ValueError(f"{type(self).__name__}: `schedule_epochs` must be >= 1, got {schedule_epochs}")
@@ -115,12 +121,14 @@ class ModelTrainer:
         self.recipe = recipe
         self.seed = seed
         self.extra_loss = extra_loss
-        self._trained = [p for p in self.model.parameters() if p.requires_grad]
+        self._trained = ([p for p in self.model.parameters() if p.requires_grad] if parameters is None
+                         else list(parameters))
         self.optimizer = torch.optim.SGD(
             self._trained, lr=recipe.learning_rate, momentum=recipe.momentum,
             weight_decay=recipe.weight_decay,
         )
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=schedule_epochs)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=schedule_epochs,
+                                                                    eta_min=min_learning_rate)
         self.data_rng = torch.Generator().manual_seed(seed)
         self.epochs_done = 0
         self._loss = nn.CrossEntropyLoss()
@@ -132,27 +140,31 @@ class ModelTrainer:
                 f"{type(self).__name__}: {epochs} more epochs would pass the end of the {self.schedule_epochs}-epoch "
                 f"schedule ({self.epochs_done} done)"
             )
-        stats = []
+        return [self.train_epoch(progress) for _ in range(epochs)]
+
+    def train_epoch(self, progress=None) -> EpochStats:
+        """One epoch: a step on each of :meth:`training_batches`, then the schedule moves on."""
         self.model.train()
-        for _ in range(epochs):
-            learning_rate = self.optimizer.param_groups[0]["lr"]
-            tally = BatchTally()
-            batches = self.dataset.batches(
-                "train", self.recipe.batch_size, shuffle=True, augment=self.recipe.augment, generator=self.data_rng
-            )
-            for x, y in batches:
-                logits = self.model(x)
-                loss = self._loss(logits, y)
-                if self.extra_loss is not None:
-                    loss = loss + self.extra_loss(self.model)
-                descend(self.optimizer, loss, self._trained, self.recipe.grad_clip)
-                tally.add(loss, logits, y)
-                if progress is not None:
-                    progress(1)
-            self.scheduler.step()
-            self.epochs_done += 1
-            stats.append(EpochStats(self.epochs_done, tally.loss, tally.accuracy, learning_rate))
-        return stats
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        tally = BatchTally()
+        for x, y in self.training_batches():
+            logits = self.model(x)
+            loss = self._loss(logits, y)
+            if self.extra_loss is not None:
+                loss = loss + self.extra_loss(self.model)
+            descend(self.optimizer, loss, self._trained, self.recipe.grad_clip)
+            tally.add(loss, logits, y)
+            if progress is not None:
+                progress(1)
+        self.scheduler.step()
+        self.epochs_done += 1
+        return EpochStats(self.epochs_done, tally.loss, tally.accuracy, learning_rate)
+
+    def training_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch's steps: the training split, shuffled (and augmented) by the data RNG."""
+        return self.dataset.batches(
+            "train", self.recipe.batch_size, shuffle=True, augment=self.recipe.augment, generator=self.data_rng
+        )
 
     @torch.no_grad()
     def evaluate(self, split: str = "val", batch_size: int = 500) -> float:

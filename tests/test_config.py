@@ -10,7 +10,7 @@ import pytest
 
 from pyaccel_nas import cli
 from pyaccel_nas.config import RunConfig
-from pyaccel_nas.econas.darts import DartsConfig
+from pyaccel_nas.darts import DartsConfig
 from pyaccel_nas.econas.search import SearchConfig
 from pyaccel_nas.econas.study import StudyConfig
 from pyaccel_nas.mdp.pipeline import PruneConfig

@@ -12,12 +12,13 @@ import torch
 from torch.func import functional_call
 from test_training_memory import saved_storages
 
-from pyaccel_nas.econas.darts import DartsConfig, DartsSearch, run_darts, split_halves
+from pyaccel_nas.darts.run import run_darts
+from pyaccel_nas.darts.search import DartsConfig, DartsSearch, split_halves
+from pyaccel_nas.darts.supernet import EDGES, MixedOp, Supernet, derive_genotype, edge_index
 from pyaccel_nas.econas.evaluation import DataSpec, proxied_dataset
 from pyaccel_nas.econas.genotype import PRIMITIVES, Genotype
 from pyaccel_nas.econas.network import NetworkConfig
 from pyaccel_nas.econas.proxy import Proxy
-from pyaccel_nas.econas.supernet import EDGES, MixedOp, Supernet, derive_genotype, edge_index
 from pyaccel_nas.nn import count_macs, set_fused
 
 TINY = dict(dataset="digits", proxy="c2r0s4e2", channels=8, layers=3, batch_size=128, final_top=0)

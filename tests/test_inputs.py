@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pyaccel_nas import cli
-from pyaccel_nas.econas.darts import CHECKPOINT_NAME, DartsConfig
+from pyaccel_nas.darts import DartsConfig
+from pyaccel_nas.darts.run import CHECKPOINT_NAME
 from pyaccel_nas.econas.genotype import Genotype, GenotypeError
 from pyaccel_nas.econas.search import SearchConfig
 from pyaccel_nas.econas.study import StudyConfig

@@ -3,8 +3,9 @@
 - :mod:`~pyaccel_nas.econas.genotype`: the search space (NASNet/DARTS cells) as immutable genotypes;
 - :mod:`~pyaccel_nas.econas.network`: the network a genotype describes, built on :mod:`pyaccel_nas.nn`;
 - :mod:`~pyaccel_nas.econas.proxy`: reduced settings in the paper's ``c{x}r{y}s{z}e{n}`` notation;
-- :mod:`~pyaccel_nas.econas.supernet` and :mod:`~pyaccel_nas.econas.darts`: DARTS' supernet over the same
-  space and the differentiable search under a proxy.
+- :mod:`~pyaccel_nas.econas.search` and :mod:`~pyaccel_nas.econas.result`: the evolutionary search and the
+  result every search strategy writes (DARTS' too: :mod:`pyaccel_nas.darts` searches the same space under a
+  proxy, differentiably).
 """
 
 from pyaccel_nas.econas.genotype import PRIMITIVES, Genotype, GenotypeError

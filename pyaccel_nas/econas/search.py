@@ -26,10 +26,11 @@ from pyaccel_nas.econas.genotype import Genotype
 from pyaccel_nas.econas.journal import Journal
 from pyaccel_nas.econas.network import NetworkConfig
 from pyaccel_nas.econas.proxy import Proxy
+from pyaccel_nas.econas.result import best_network, retrained_network, search_result, write_result
 from pyaccel_nas.econas.strategies import STRATEGIES, NoNetworkLeft, planned_training
 from pyaccel_nas.econas.trainer import TrainRecipe
 from pyaccel_nas.exec import InlineExecutor
-from pyaccel_nas.exec.files import resolve_inside, write_json_atomically
+from pyaccel_nas.exec.files import resolve_inside
 from pyaccel_nas.validation import require_finite
 
 
@@ -355,12 +356,11 @@ def run_search(config: SearchConfig, out: str | Path, *, resume: bool = False, e
         out.mkdir(parents=True, exist_ok=True)
     run = execute(config, out, evaluator, progress)
     result = summarise(run)
-    write_json_atomically(out / "result.json", result)
+    best = run.best()
+    write_result(out, result, None if best is None else best.genotype)
     from pyaccel_nas.econas.plots import plot_search
 
     plot_search(result, out / "search.png")
-    if run.best() is not None:
-        run.best().genotype.save(out / "best_genotype.json")
     return result
 
 
@@ -382,24 +382,14 @@ def execute(config: SearchConfig, out: Path, evaluator: Evaluator, progress: boo
 
 def summarise(run: SearchRun) -> dict:
     """The search's result (``result.json``), the final retraining of its best networks included."""
-    config, best = run.config, run.best()
-    return {
-        "strategy": config.strategy,
-        "proxy": config.proxy,
-        "dataset": config.dataset,
-        "seed": config.seed,
-        "stopped_by": run.stopped_by,
-        "best": None if best is None else {
-            "network_id": best.network_id, "genotype": best.genotype.to_dict(), "val_accuracy": best.val_accuracy,
-        },
-        "trained_networks": sum(c.epochs > 0 for c in run.networks),
-        "cost": {"epochs": run.cost_epochs, "macs": run.cost_macs},
-        "history": run.history,
-        "evaluations": run.evaluations,
-        "failed": run.failures,
-        "final": _retrain_top(run),
-        "settings": dataclasses.asdict(config),
-    }
+    best = run.best()
+    return search_result(
+        run.config, strategy=run.config.strategy, stopped_by=run.stopped_by,
+        best=None if best is None else best_network(best.network_id, best.genotype, best.val_accuracy),
+        trained_networks=sum(c.epochs > 0 for c in run.networks),
+        cost={"epochs": run.cost_epochs, "macs": run.cost_macs}, history=run.history, failed=run.failures,
+        final=_retrain_top(run), evaluations=run.evaluations,
+    )
 
 
 def _retrain_top(run: SearchRun) -> dict:
@@ -410,9 +400,5 @@ def _retrain_top(run: SearchRun) -> dict:
     results = run.evaluate(tasks)
     return {
         "proxy": str(final_proxy),
-        "networks": [
-            {"network_id": c.network_id, "genotype": c.genotype.to_dict(), "search_val_accuracy": c.val_accuracy,
-             "val_accuracy": r.val_accuracy, "test_accuracy": r.test_accuracy, "error": r.error}
-            for c, r in zip(top, results)
-        ],
+        "networks": [retrained_network(c.network_id, c.genotype, c.val_accuracy, r) for c, r in zip(top, results)],
     }

@@ -1,4 +1,5 @@
-"""DARTS (Liu et al., ICLR 2019) as a search strategy under EcoNAS proxies, on the fused ops.
+"""The DARTS search (Liu et al., ICLR 2019) under an EcoNAS proxy: its settings, and the supernet training
+that alternates weight and alpha steps, on the shared training engine (:class:`ModelTrainer`).
 
 The proxy applies exactly as in the evolutionary search: channels divided (``c``), the dataset at reduced
 resolution (``r``) and a stratified sample subset (``s``) through :func:`proxied_dataset`, and the
@@ -8,7 +9,7 @@ per batch (alpha first, as DARTS does). Neither sees the held-out validation spl
 supernet's accuracy is reported each epoch, nor the test split, which only the final retraining reports.
 
 - weights: SGD with momentum and weight decay, gradient clipping, cosine schedule down to
-  ``learning_rate_min`` (DARTS' settings);
+  ``learning_rate_min`` (DARTS' settings), stepped by :class:`ModelTrainer` like any network's;
 - alpha: Adam (lr 3e-4, betas (0.5, 0.999), weight decay 1e-3); first-order by default, or the unrolled
   second-order gradient (one virtual SGD step, finite-difference Hessian-vector product) with ``unrolled``.
 
@@ -19,39 +20,36 @@ backward, the validation forward and backward, and two forward and backward pass
 product). First-order, that is exactly ``Proxy.cost`` of the supernet for each epoch. Evaluating the
 held-out validation split is not counted (nor is it for the other strategies).
 
-After each epoch the whole search state (supernet with alpha, both optimizers, the schedule, the data-order
-RNGs, history) is checkpointed atomically; ``resume`` continues from the last finished epoch and ends
-where an uninterrupted run ends.
+:meth:`DartsSearch.save` checkpoints the whole search state (supernet with alpha, both optimizers, the
+schedule, the data-order RNGs, history) atomically; a search loaded from it continues exactly as the
+uninterrupted one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.func import functional_call
-from tqdm import tqdm
 
 from pyaccel_nas.config import RunConfig, option, positive_float
 from pyaccel_nas.data import DATASETS, Dataset
 from pyaccel_nas.data.split import stratified_sample
-from pyaccel_nas.econas.evaluation import DataSpec, EvaluationTask, network_config, proxied_dataset, run_evaluation
-from pyaccel_nas.econas.genotype import PRIMITIVES
+from pyaccel_nas.darts.supernet import Supernet, skip_count
+from pyaccel_nas.econas.evaluation import network_config
 from pyaccel_nas.econas.network import NetworkConfig
 from pyaccel_nas.econas.proxy import TRAINING_PASSES, Proxy
-from pyaccel_nas.econas.supernet import Supernet, skip_count
-from pyaccel_nas.econas.trainer import TrainRecipe
-from pyaccel_nas.exec.files import atomic_writer, write_json_atomically
+from pyaccel_nas.exec.files import atomic_writer
 from pyaccel_nas.nn import count_macs, set_fused
-from pyaccel_nas.training import BatchTally, descend
+from pyaccel_nas.training import ModelTrainer, TrainRecipe
 from pyaccel_nas.validation import load_tensors, require_finite, shorten
 
+# named before DARTS had a package of its own; kept, so that checkpoints written then still resume
 CHECKPOINT_FORMAT = "pyaccel_nas.econas.darts_checkpoint/1"
-CHECKPOINT_NAME = "darts_checkpoint.pt"
 # forward + backward passes an alpha step costs per image: first-order, and unrolled (second-order)
 ARCH_PASSES = {False: TRAINING_PASSES, True: 4 * TRAINING_PASSES}
 
@@ -142,34 +140,36 @@ def split_halves(dataset: Dataset, seed: int) -> Dataset:
     return dataclasses.replace(dataset, train=train.take(weight_half), val=train.take(alpha_half))
 
 
-class DartsSearch:
-    """The supernet, its two optimizers and its place in the search, on ``dataset`` (already proxied)."""
+class DartsSearch(ModelTrainer):
+    """The supernet, its two optimizers and its place in the search, on ``dataset`` (already proxied).
+
+    The weights train as any network does (:class:`ModelTrainer`: ``optimizer``, ``scheduler``, ``data_rng``),
+    on the weight half, each step after an alpha step (``arch_optimizer``, ``arch_rng``) on the alpha half;
+    :meth:`evaluate` scores the supernet on ``dataset``'s held-out validation split.
+    """
 
     def __init__(self, config: DartsConfig, dataset: Dataset) -> None:
         self.config = config
         self.proxy = Proxy.parse(config.proxy)
-        self.dataset = dataset
         self.halves = split_halves(dataset, config.seed)
         base = NetworkConfig(channels=config.channels, layers=config.layers)
         self.network_config = network_config(base, self.proxy, dataset)
         with torch.random.fork_rng(devices=[]):  # initialise from the seed without touching the global RNG
             torch.manual_seed(config.seed)
-            self.model = Supernet(self.network_config)
-        set_fused(self.model, config.fused)
-        self.weight_optimizer = torch.optim.SGD(self.model.weight_parameters(), lr=config.learning_rate,
-                                                momentum=config.momentum, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.weight_optimizer, T_max=self.proxy.epochs, eta_min=config.learning_rate_min)
-        self.arch_optimizer = torch.optim.Adam(self.model.arch_parameters(), lr=config.arch_learning_rate,
+            model = Supernet(self.network_config)
+        set_fused(model, config.fused)
+        recipe = TrainRecipe(learning_rate=config.learning_rate, momentum=config.momentum,
+                             weight_decay=config.weight_decay, grad_clip=config.grad_clip,
+                             batch_size=config.batch_size)
+        super().__init__(model, dataset, self.proxy.epochs, recipe, config.seed,
+                         parameters=model.weight_parameters(), min_learning_rate=config.learning_rate_min)
+        self.arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=config.arch_learning_rate,
                                                betas=(0.5, 0.999), weight_decay=config.arch_weight_decay)
-        self.weight_rng = torch.Generator().manual_seed(config.seed)
         self.arch_rng = torch.Generator().manual_seed(config.seed + 1)
-        self.epochs_done = 0
         self.history: list[dict] = []
         self.alphas: list[dict] = []
         info = dataset.info
-        self.macs_per_image = count_macs(self.model, torch.zeros(1, info.channels, info.image_size, info.image_size))
-        self._loss = nn.CrossEntropyLoss()
+        self.macs_per_image = count_macs(model, torch.zeros(1, info.channels, info.image_size, info.image_size))
 
     # --- cost -------------------------------------------------------------------------------------------
 
@@ -183,39 +183,32 @@ class DartsSearch:
 
     # --- one epoch ------------------------------------------------------------------------------------
 
-    def train_epoch(self, progress=None) -> dict:
+    def search_epoch(self, progress=None) -> dict:
         """One epoch of alternating alpha and weight steps; returns (and records) the epoch's statistics."""
-        config = self.config
-        self.model.train()
-        learning_rate = self.weight_optimizer.param_groups[0]["lr"]
-        tally = BatchTally()
-        weight_batches = self.halves.batches("train", config.batch_size, shuffle=True, augment=True,
-                                             generator=self.weight_rng)
-        arch_batches = self.halves.batches("val", config.batch_size, shuffle=True, augment=True,
-                                           generator=self.arch_rng)
-        for (x, y), (x_arch, y_arch) in zip(weight_batches, arch_batches):
-            self.arch_step(x_arch, y_arch, x, y, learning_rate)
-            logits = self.model(x)
-            loss = self._loss(logits, y)
-            # the weight step's gradient is not alpha's: it flows into the weights only
-            descend(self.weight_optimizer, loss, self.model.weight_parameters(), config.grad_clip)
-            tally.add(loss, logits, y)
-            if progress is not None:
-                progress(1)
-        self.scheduler.step()
-        self.epochs_done += 1
-        genotype = self.model.genotype(config.max_skips)
+        stats = self.train_epoch(progress)
+        genotype = self.model.genotype(self.config.max_skips)
         cost = self.epoch_cost()
         previous = self.history[-1] if self.history else {"cost_macs": 0}
         entry = {
-            "epoch": self.epochs_done, "learning_rate": learning_rate, "train_loss": tally.loss,
-            "train_accuracy": tally.accuracy, "val_accuracy": self.evaluate(),
-            "cost_macs": previous["cost_macs"] + cost, "cost_epochs": self.epochs_done,
+            "epoch": stats.epoch, "learning_rate": stats.learning_rate, "train_loss": stats.loss,
+            "train_accuracy": stats.train_accuracy, "val_accuracy": self.evaluate(),
+            "cost_macs": previous["cost_macs"] + cost, "cost_epochs": stats.epoch,
             "genotype": genotype.to_dict(), "skip_connections": skip_count(genotype.normal),
         }
         self.history.append(entry)
-        self.alphas.append({"epoch": self.epochs_done, **self.softmaxed_alphas()})
+        self.alphas.append({"epoch": stats.epoch, **self.softmaxed_alphas()})
         return entry
+
+    def training_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The weight half's batches, each yielded after an alpha step on a batch of the alpha half (alpha
+        first, as DARTS does); as many as the smaller half has."""
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        batch_size = self.config.batch_size
+        weight_batches = self.halves.batches("train", batch_size, shuffle=True, augment=True, generator=self.data_rng)
+        arch_batches = self.halves.batches("val", batch_size, shuffle=True, augment=True, generator=self.arch_rng)
+        for (x, y), (x_arch, y_arch) in zip(weight_batches, arch_batches):
+            self.arch_step(x_arch, y_arch, x, y, learning_rate)
+            yield x, y
 
     def arch_step(self, x_arch, y_arch, x, y, learning_rate: float) -> None:
         """One Adam step of alpha on a batch of the alpha half (``x``, ``y``: the weight half's batch, which
@@ -250,7 +243,7 @@ class DartsSearch:
         grads = torch.autograd.grad(loss(weights, x, y), weights)
         virtual = []
         for w, g in zip(weights, grads):  # the SGD step the weight optimizer would take, momentum included
-            buffer = self.weight_optimizer.state.get(w, {}).get("momentum_buffer")
+            buffer = self.optimizer.state.get(w, {}).get("momentum_buffer")
             step = g + config.weight_decay * w.detach()
             if buffer is not None:
                 step = step + config.momentum * buffer
@@ -263,17 +256,6 @@ class DartsSearch:
         minus = torch.autograd.grad(loss([w.detach() - r * g for w, g in zip(weights, grad_virtual)], x, y),
                                     list(alphas.values()))
         return [ga - eta * (p - m) / (2 * r) for ga, p, m in zip(grad_alpha, plus, minus)]
-
-    @torch.no_grad()
-    def evaluate(self, batch_size: int = 500) -> float:
-        """The supernet's top-1 accuracy on the held-out validation split."""
-        self.model.eval()
-        correct = total = 0
-        for x, y in self.dataset.batches("val", batch_size):
-            correct += (self.model(x).argmax(1) == y).sum().item()
-            total += len(y)
-        self.model.train()
-        return correct / total
 
     def softmaxed_alphas(self) -> dict:
         return {"normal": self.model.alphas_normal.detach().softmax(-1).tolist(),
@@ -290,10 +272,10 @@ class DartsSearch:
             "epochs_done": self.epochs_done,
             "log": json.dumps({"history": self.history, "alphas": self.alphas}),
             "model": self.model.state_dict(),
-            "weight_optimizer": self.weight_optimizer.state_dict(),
+            "weight_optimizer": self.optimizer.state_dict(),
             "arch_optimizer": self.arch_optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "weight_rng": self.weight_rng.get_state(),
+            "weight_rng": self.data_rng.get_state(),
             "arch_rng": self.arch_rng.get_state(),
         }
         with atomic_writer(path) as f:
@@ -312,95 +294,12 @@ class DartsSearch:
                              f"  checkpoint: {shorten(str(state['settings']), 2000)}\n  now:        {now}")
         search = cls(config, dataset)
         search.model.load_state_dict(state["model"])
-        search.weight_optimizer.load_state_dict(state["weight_optimizer"])
+        search.optimizer.load_state_dict(state["weight_optimizer"])
         search.arch_optimizer.load_state_dict(state["arch_optimizer"])
         search.scheduler.load_state_dict(state["scheduler"])
-        search.weight_rng.set_state(state["weight_rng"])
+        search.data_rng.set_state(state["weight_rng"])
         search.arch_rng.set_state(state["arch_rng"])
         search.epochs_done = state["epochs_done"]
         log = json.loads(state["log"])
         search.history, search.alphas = log["history"], log["alphas"]
         return search
-
-
-def run_darts(config: DartsConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> dict:
-    """Runs (or resumes) a DARTS search, retrains the derived genotype at ``final_proxy``, writes
-    ``out/result.json``, ``out/alphas.png``, ``out/best_genotype.json`` and ``out/best_genotype.png``, and
-    returns the result."""
-    out = Path(out)
-    checkpoint = out / CHECKPOINT_NAME
-    data = DataSpec(config.dataset, config.data_root, config.val_fraction, config.seed)
-    proxy = Proxy.parse(config.proxy)
-    dataset = proxied_dataset(data, proxy)
-    if resume:
-        if not checkpoint.exists():
-            raise FileNotFoundError(f"nothing to resume: {checkpoint} does not exist")
-        search = DartsSearch.load(checkpoint, config, dataset)
-    else:
-        if checkpoint.exists():
-            raise FileExistsError(f"{checkpoint} exists: resume that search with --resume, or choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
-        search = DartsSearch(config, dataset)
-    steps = search.steps_per_epoch()
-    stopped_by = "epochs"
-    with tqdm(total=proxy.epochs * steps, initial=search.epochs_done * steps, desc="darts search", unit="step",
-              disable=not progress) as bar:
-        while search.epochs_done < proxy.epochs:
-            spent = search.history[-1]["cost_macs"] if search.history else 0
-            if config.budget is not None and spent + search.epoch_cost() > config.budget:
-                stopped_by = "budget"
-                break
-            entry = search.train_epoch(progress=bar.update)
-            search.save(checkpoint)
-            bar.set_postfix(epoch=entry["epoch"], val=f"{entry['val_accuracy']:.4f}",
-                            skips=entry["skip_connections"], cost=f"{entry['cost_macs']:.3g}", refresh=False)
-    genotype = search.model.genotype(config.max_skips)
-    last = search.history[-1] if search.history else None
-    final = _retrain(config, data, genotype, last, out) if config.final_top else {"proxy": config.final_proxy,
-                                                                                  "networks": []}
-    result = {
-        "strategy": "darts",
-        "proxy": config.proxy,
-        "dataset": config.dataset,
-        "seed": config.seed,
-        "stopped_by": stopped_by,
-        # the supernet's accuracy on the held-out validation split after the last epoch
-        "best": None if last is None else {"network_id": 0, "genotype": genotype.to_dict(),
-                                           "val_accuracy": last["val_accuracy"], "val_accuracy_of": "supernet"},
-        "skip_connections": {"normal": skip_count(genotype.normal), "reduce": skip_count(genotype.reduce)},
-        "trained_networks": 1,
-        "cost": {"epochs": search.epochs_done, "macs": last["cost_macs"] if last else 0,
-                 "supernet_macs_per_image": search.macs_per_image},
-        "history": search.history,
-        "primitives": list(PRIMITIVES),
-        "alphas": search.alphas,
-        "final": final,
-        "settings": dataclasses.asdict(config),
-    }
-    write_json_atomically(out / "result.json", result)
-    from pyaccel_nas.econas.plots import draw_genotype, plot_alphas
-
-    plot_alphas(result, out / "alphas.png")
-    if last is not None:
-        genotype.save(out / "best_genotype.json")
-        draw_genotype(genotype, out / "best_genotype.png")
-    return result
-
-
-def _retrain(config: DartsConfig, data: DataSpec, genotype, last: dict | None, out: Path) -> dict:
-    """The derived genotype trained from scratch at ``final_proxy`` in the evaluation network; val and test."""
-    final_proxy = Proxy.parse(config.final_proxy)
-    if last is None:
-        return {"proxy": str(final_proxy), "networks": []}
-    task = EvaluationTask(
-        network_id=0, genotype=genotype, proxy=final_proxy, data=data,
-        base_config=NetworkConfig(channels=config.final_channels, layers=config.final_layers),
-        recipe=TrainRecipe(batch_size=config.batch_size, learning_rate=config.learning_rate),
-        target_epochs=final_proxy.epochs, schedule_epochs=final_proxy.epochs, seed=config.seed,
-        run_dir=str(Path(out).resolve()), report_test=True,
-    )
-    result = run_evaluation(task)
-    return {"proxy": str(final_proxy), "networks": [
-        {"network_id": 0, "genotype": genotype.to_dict(), "search_val_accuracy": last["val_accuracy"],
-         "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy}]}
-
