@@ -1,27 +1,8 @@
-// Every schema of the pyaccel_nas op library, in one place. Kernels are registered per device next to
-// their wrappers (csrc/<op>/<op>.cpp), autograd for all devices in csrc/autograd.cpp; fake kernels are
-// registered from Python (pyaccel_nas/ops/).
+// Creates the pyaccel_nas op library; PyTorch allows one TORCH_LIBRARY per namespace and process. Each op
+// adds its schemas to it with a TORCH_LIBRARY_FRAGMENT next to its wrappers (csrc/<op>/<op>.cpp), which
+// also register its kernels per device; its autograd is registered in csrc/<op>/<op>_autograd.cpp, and its
+// fake kernels from Python (pyaccel_nas/ops/). These static registrations run in whatever order the
+// library's files are initialised: the dispatcher accepts kernels registered before their schema.
 #include <torch/library.h>
 
-TORCH_LIBRARY(pyaccel_nas, m) {
-  // Fused ReLU -> depthwise kxk -> pointwise 1x1 (+ bias). The backward recomputes the depthwise result.
-  m.def(
-      "sep_conv2d(Tensor x, Tensor dw_weight, Tensor pw_weight, Tensor? pw_bias, int[2] stride, "
-      "int[2] padding, int[2] dilation, bool pre_relu) -> Tensor");
-  m.def(
-      "sep_conv2d_backward(Tensor grad_out, Tensor x, Tensor dw_weight, Tensor pw_weight, int[2] stride, "
-      "int[2] padding, int[2] dilation, bool pre_relu) -> (Tensor grad_x, Tensor grad_dw_weight, "
-      "Tensor grad_pw_weight, Tensor grad_pw_bias)");
-
-  // x * gate over dim 1 of a rank 2-5 tensor; gates with |g| < threshold act as zero.
-  m.def("channel_gate(Tensor x, Tensor gate, float? threshold) -> Tensor");
-  m.def(
-      "channel_gate_backward(Tensor grad_out, Tensor x, Tensor gate, float? threshold) -> (Tensor grad_x, "
-      "Tensor grad_gate)");
-
-  // sum_k weights[k] * interpolate(branches[k], size, mode) for 4-D/5-D branches at integer ratios.
-  m.def("multires_sum(Tensor[] branches, Tensor weights, int[]? size, str mode) -> Tensor");
-  m.def(
-      "multires_sum_backward(Tensor grad_out, Tensor[] branches, Tensor weights, str mode) -> "
-      "(Tensor[] grad_branches, Tensor grad_weights)");
-}
+TORCH_LIBRARY(pyaccel_nas, m) {}

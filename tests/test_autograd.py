@@ -1,5 +1,5 @@
-"""The C++ autograd of the ops (csrc/autograd.cpp): first derivatives through torch.autograd, and a clear error,
-not a silently wrong answer, where a second derivative is asked for."""
+"""The C++ autograd of the ops (csrc/<op>/<op>_autograd.cpp): first derivatives through torch.autograd, and a clear
+error, not a silently wrong answer, where a second derivative is asked for."""
 
 from __future__ import annotations
 

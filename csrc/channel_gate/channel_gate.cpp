@@ -1,5 +1,6 @@
 // Tensor-level wrappers of channel_gate: validation, layout, allocation, dtype dispatch. The same wrappers
-// serve the CPU and (in a CUDA build) the CUDA kernels.
+// serve the CPU and (in a CUDA build) the CUDA kernels. The op's schemas are defined here too, next to the
+// wrappers that implement them; its autograd is in channel_gate_autograd.cpp.
 #include "channel_gate.h"
 
 #include <ATen/ATen.h>
@@ -97,6 +98,14 @@ std::tuple<at::Tensor, at::Tensor> backward_impl(const at::Tensor& grad_y_in, co
 }
 
 }  // namespace
+
+// x * gate over dim 1 of a rank 2-5 tensor; gates with |g| < threshold act as zero.
+TORCH_LIBRARY_FRAGMENT(pyaccel_nas, m) {
+  m.def("channel_gate(Tensor x, Tensor gate, float? threshold) -> Tensor");
+  m.def(
+      "channel_gate_backward(Tensor grad_out, Tensor x, Tensor gate, float? threshold) -> (Tensor grad_x, "
+      "Tensor grad_gate)");
+}
 
 TORCH_LIBRARY_IMPL(pyaccel_nas, CPU, m) {
   m.impl("channel_gate", &forward_impl);

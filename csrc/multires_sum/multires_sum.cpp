@@ -1,5 +1,6 @@
 // Tensor-level wrappers of multires_sum: validation, layout, allocation, dtype dispatch. The same wrappers
-// serve the CPU and (in a CUDA build) the CUDA kernels.
+// serve the CPU and (in a CUDA build) the CUDA kernels. The op's schemas are defined here too, next to the
+// wrappers that implement them; its autograd is in multires_sum_autograd.cpp.
 #include "multires_sum.h"
 
 #include <ATen/ATen.h>
@@ -201,6 +202,14 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> backward_impl(const at::Tensor& 
 }
 
 }  // namespace
+
+// sum_k weights[k] * interpolate(branches[k], size, mode) for 4-D/5-D branches at integer ratios.
+TORCH_LIBRARY_FRAGMENT(pyaccel_nas, m) {
+  m.def("multires_sum(Tensor[] branches, Tensor weights, int[]? size, str mode) -> Tensor");
+  m.def(
+      "multires_sum_backward(Tensor grad_out, Tensor[] branches, Tensor weights, str mode) -> "
+      "(Tensor[] grad_branches, Tensor grad_weights)");
+}
 
 TORCH_LIBRARY_IMPL(pyaccel_nas, CPU, m) {
   m.impl("multires_sum", &forward_impl);

@@ -1,5 +1,6 @@
 // Tensor-level wrappers of sep_conv2d: validation, layout, allocation, dtype dispatch. The same wrappers
-// serve the CPU and (in a CUDA build) the CUDA kernels.
+// serve the CPU and (in a CUDA build) the CUDA kernels. The op's schemas are defined here too, next to the
+// wrappers that implement them; its autograd is in sep_conv2d_autograd.cpp.
 #include "sep_conv2d.h"
 
 #include <ATen/ATen.h>
@@ -174,6 +175,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward_impl(
 }
 
 }  // namespace
+
+// Fused ReLU -> depthwise kxk -> pointwise 1x1 (+ bias). The backward recomputes the depthwise result.
+TORCH_LIBRARY_FRAGMENT(pyaccel_nas, m) {
+  m.def(
+      "sep_conv2d(Tensor x, Tensor dw_weight, Tensor pw_weight, Tensor? pw_bias, int[2] stride, "
+      "int[2] padding, int[2] dilation, bool pre_relu) -> Tensor");
+  m.def(
+      "sep_conv2d_backward(Tensor grad_out, Tensor x, Tensor dw_weight, Tensor pw_weight, int[2] stride, "
+      "int[2] padding, int[2] dilation, bool pre_relu) -> (Tensor grad_x, Tensor grad_dw_weight, "
+      "Tensor grad_pw_weight, Tensor grad_pw_bias)");
+}
 
 TORCH_LIBRARY_IMPL(pyaccel_nas, CPU, m) {
   m.impl("sep_conv2d", &forward_impl);

@@ -19,9 +19,10 @@
 // the depthwise part and its backward run over vectors of channels, grad_pw is a GEMM over the pixels, and
 // results go back to NCHW through the same transposes. The pointwise GEMMs are shared by both paths.
 //
-// The kernel bodies (sep_conv2d_kernels.inc) are compiled twice: for AVX2+FMA and for the compiler's
-// baseline target; the AVX2 version is used when the CPU has it (checked once at run time), so a wheel
-// built on any x86-64 runs everywhere. PYACCEL_NAS_CPU_BASELINE=1 in the environment forces the baseline.
+// The kernel bodies (sep_conv2d_kernels.inc, on the vectors and GEMMs of common/simd.inc and gemm.inc) are
+// compiled twice: for AVX2+FMA and for the compiler's baseline target; the AVX2 version is used when the
+// CPU has it (checked once at run time), so a wheel built on any x86-64 runs everywhere.
+// PYACCEL_NAS_CPU_BASELINE=1 in the environment forces the baseline.
 #include "sep_conv2d.h"
 
 #include <ATen/Parallel.h>
@@ -104,21 +105,25 @@ int64_t backward_scratch(const SepConv2dShape& s, const PlaneGeom& g, const Inne
 #if PYACCEL_NAS_X86_AVX2
 PYACCEL_NAS_AVX2_BEGIN
 namespace sepconv_avx2 {
-#define SC_FMA_PS(a, b, c) ((VT<float>::V)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
-#define SC_FMA_PD(a, b, c) ((VT<double>::V)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#define SIMD_FMA_PS(a, b, c) ((VT<float>::V)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#define SIMD_FMA_PD(a, b, c) ((VT<double>::V)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#include "../common/simd.inc"
+#include "../common/gemm.inc"
 #include "sep_conv2d_kernels.inc"
-#undef SC_FMA_PS
-#undef SC_FMA_PD
+#undef SIMD_FMA_PS
+#undef SIMD_FMA_PD
 }  // namespace sepconv_avx2
 PYACCEL_NAS_AVX2_END
 #endif
 
 namespace sepconv_base {
-#define SC_FMA_PS(a, b, c) ((a) * (b) + (c))
-#define SC_FMA_PD(a, b, c) ((a) * (b) + (c))
+#define SIMD_FMA_PS(a, b, c) ((a) * (b) + (c))
+#define SIMD_FMA_PD(a, b, c) ((a) * (b) + (c))
+#include "../common/simd.inc"
+#include "../common/gemm.inc"
 #include "sep_conv2d_kernels.inc"
-#undef SC_FMA_PS
-#undef SC_FMA_PD
+#undef SIMD_FMA_PS
+#undef SIMD_FMA_PD
 }  // namespace sepconv_base
 
 namespace {
