@@ -68,35 +68,3 @@ def fallback_reason(op: str, device_type: str, dtype: torch.dtype | None = None)
         return "this build has no CUDA kernels: it was built without CUDA; rebuild on a CUDA machine or with FORCE_CUDA=1"
     return f"no compiled kernel for device type '{device_type}'"
 
-
-def _device_type(t: torch.Tensor) -> str:
-    # is_cpu / is_cuda first: no device object per call (0.5 instead of 1.3 us for runs_kernel; the whole
-    # fwd+bwd of channel_gate at NAS sizes is 50-100 us)
-    if t.is_cpu:
-        return "cpu"
-    if t.is_cuda:
-        return "cuda"
-    return t.device.type
-
-
-def runs_kernel(op: str, t) -> bool:
-    """Whether ``op`` called with tensor ``t`` as its main input runs its compiled kernel: ``t`` is a tensor of
-    a device and dtype the kernel supports, and autocast is off there. The kernel's C++ wrapper validates the
-    arguments itself (ValueError, as the Python checks)."""
-    if not isinstance(t, torch.Tensor):
-        return False
-    device_type = _device_type(t)
-    return has_kernel(op, device_type, t.dtype) and not torch.is_autocast_enabled(device_type)
-
-
-def autocast_enabled(t) -> bool:
-    """Whether autocast is on for the device of tensor ``t``. The ops then run their reference composition,
-    whose PyTorch ops autocast casts as it casts any model's (mixed dtypes included); the compiled kernels
-    compute in their input dtype only."""
-    if not isinstance(t, torch.Tensor):
-        return False
-    device_type = _device_type(t)
-    # torch.is_autocast_enabled raises for device types autocast does not know (meta tensors, for one)
-    if device_type not in DEVICE_KEYS and not torch.amp.is_autocast_available(device_type):
-        return False
-    return torch.is_autocast_enabled(device_type)

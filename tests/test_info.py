@@ -10,6 +10,7 @@ import torch
 
 import pyaccel_nas
 from pyaccel_nas import _extension
+from pyaccel_nas.ops import _routing
 
 
 def test_info_reports_versions_and_cpu_kernels():
@@ -85,9 +86,22 @@ def test_meta_tensors_infer_shapes_through_the_reference():
     from pyaccel_nas import ops
 
     x = torch.randn(2, 3, 8, 8, device="meta")
-    assert not _extension.runs_kernel("channel_gate", x) and not _extension.autocast_enabled(x)
+    assert all(_routing.route(op, x) == _routing.REFERENCE for op in _extension.OPS)
     assert ops.channel_gate(x, torch.randn(3, device="meta")).shape == (2, 3, 8, 8)
     dw, pw = torch.randn(3, 1, 3, 3, device="meta"), torch.randn(5, 3, 1, 1, device="meta")
     assert ops.sep_conv2d(x, dw, pw, stride=2, padding=1).shape == (2, 5, 4, 4)
     small = torch.randn(2, 3, 4, 4, device="meta")
     assert ops.multires_sum([x, small], torch.randn(2, device="meta")).shape == (2, 3, 8, 8)
+
+
+def test_one_routing_rule_for_every_op():
+    """The kernel for a dtype its device's kernels compute in with autocast off; the reference, after the
+    argument checks, for other dtypes, other devices and what is not a tensor; unchecked under autocast."""
+    x = torch.randn(2, 3, 4, 4)
+    for op in _extension.OPS:
+        assert _routing.route(op, x) == _routing.route(op, x.double()) == _routing.KERNEL
+        assert _routing.route(op, x.bfloat16()) == _routing.route(op, x.half()) == _routing.REFERENCE
+        assert _routing.route(op, x.to("meta")) == _routing.route(op, [x]) == _routing.REFERENCE
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert _routing.route(op, x) == _routing.route(op, x.bfloat16()) == _routing.AUTOCAST
+            assert _routing.route(op, x.to("meta")) == _routing.REFERENCE

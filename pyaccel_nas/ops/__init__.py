@@ -1,8 +1,9 @@
 """The fused ops as Python functions: validated, differentiable, torch.compile-able.
 
 Each function calls ``torch.ops.pyaccel_nas.<op>`` when the compiled library has a kernel for the input's
-device, and the pure-PyTorch reference in :mod:`pyaccel_nas.ops.reference` otherwise
-(:func:`pyaccel_nas.info` says which and why).
+device and dtype and autocast is off, and the pure-PyTorch reference in :mod:`pyaccel_nas.ops.reference`
+otherwise; one rule for all ops (:mod:`pyaccel_nas.ops._routing`; :func:`pyaccel_nas.info` says which
+devices have kernels and why others fall back).
 """
 
 from pyaccel_nas.ops import reference

@@ -7,6 +7,7 @@ import torch
 from pyaccel_nas import _extension
 from pyaccel_nas.ops import reference
 from pyaccel_nas.ops._layout import empty_in_format, output_memory_format
+from pyaccel_nas.ops._routing import KERNEL, REFERENCE, route
 from pyaccel_nas.ops._validation import check_same_device_dtype, check_tensor
 
 OP = "channel_gate"
@@ -34,11 +35,12 @@ def channel_gate(x: torch.Tensor, gate: torch.Tensor, *, threshold: float | None
     """
     if threshold is not None:
         threshold = float(threshold)
-    if _extension.runs_kernel(OP, x):
+    path = route(OP, x)
+    if path == KERNEL:
         # The C++ wrapper validates the arguments (ValueError). The op is one multiply per element, so at NAS
         # shapes checking them here as well would cost about as much as the kernel.
         return torch.ops.pyaccel_nas.channel_gate.default(x, gate, threshold)
-    if not _extension.autocast_enabled(x):  # autocast may hand x and gate in different dtypes
+    if path == REFERENCE:
         _check(x, gate, threshold)
     return reference.channel_gate(x, gate, threshold=threshold)
 

@@ -9,6 +9,7 @@ import torch
 from pyaccel_nas import _extension
 from pyaccel_nas.ops import reference
 from pyaccel_nas.ops._layout import empty_in_format, output_memory_format
+from pyaccel_nas.ops._routing import AUTOCAST, KERNEL, route
 from pyaccel_nas.ops._validation import check_same_device_dtype, check_tensor, int_list
 
 OP = "multires_sum"
@@ -71,13 +72,14 @@ def multires_sum(
     """
     if size is not None:
         size = int_list(OP, "size", size)
-    run_reference = _extension.autocast_enabled(weights)
-    if not run_reference:
+    # routed by `weights`, the one tensor every call has (`branches` may be empty or no list: _check says so);
+    # _check holds every branch to its device and dtype
+    path = route(OP, weights)
+    if path != AUTOCAST:
         _check(branches, weights, size, mode)
-        run_reference = not _extension.has_kernel(OP, branches[0].device.type, branches[0].dtype)
-    if run_reference:
-        return reference.multires_sum(branches, weights, size=size, mode=mode)
-    return torch.ops.pyaccel_nas.multires_sum(list(branches), weights, size, mode)
+    if path == KERNEL:
+        return torch.ops.pyaccel_nas.multires_sum(list(branches), weights, size, mode)
+    return reference.multires_sum(branches, weights, size=size, mode=mode)
 
 
 def _register() -> None:

@@ -8,6 +8,7 @@ from torch.utils.flop_counter import register_flop_formula
 from pyaccel_nas import _extension
 from pyaccel_nas.ops import reference
 from pyaccel_nas.ops._layout import empty_in_format, output_memory_format
+from pyaccel_nas.ops._routing import AUTOCAST, KERNEL, route
 from pyaccel_nas.ops._validation import check_same_device_dtype, check_tensor, int_pair
 
 OP = "sep_conv2d"
@@ -77,15 +78,14 @@ def sep_conv2d(
     stride = int_pair(OP, "stride", stride, minimum=1)
     padding = int_pair(OP, "padding", padding, minimum=0)
     dilation = int_pair(OP, "dilation", dilation, minimum=1)
-    run_reference = _extension.autocast_enabled(x)
-    if not run_reference:
+    path = route(OP, x)
+    if path != AUTOCAST:
         _check(x, dw_weight, pw_weight, pw_bias, stride, padding, dilation)
-        run_reference = not _extension.has_kernel(OP, x.device.type, x.dtype)
-    if run_reference:
-        return reference.sep_conv2d(
-            x, dw_weight, pw_weight, pw_bias, stride=stride, padding=padding, dilation=dilation, pre_relu=pre_relu
-        )
-    return torch.ops.pyaccel_nas.sep_conv2d(x, dw_weight, pw_weight, pw_bias, stride, padding, dilation, pre_relu)
+    if path == KERNEL:
+        return torch.ops.pyaccel_nas.sep_conv2d(x, dw_weight, pw_weight, pw_bias, stride, padding, dilation, pre_relu)
+    return reference.sep_conv2d(
+        x, dw_weight, pw_weight, pw_bias, stride=stride, padding=padding, dilation=dilation, pre_relu=pre_relu
+    )
 
 
 def _register() -> None:
