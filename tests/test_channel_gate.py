@@ -1,24 +1,16 @@
-"""channel_gate against its reference: values, gradients, thresholds, layouts, compile, bad input."""
+"""channel_gate: the shared op contract (tests/op_contract.py) and what only channel_gate has: random shapes of
+rank 2-5, the CPU kernels' blocked sums, the threshold."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
-    DEVICES,
-    LAYOUTS,
-    check_against_reference,
-    check_compiles_fullgraph,
-    dispatch_key,
-    in_layout,
-    run_with_baseline_isa,
-)
+from conftest import DEVICES, LAYOUTS, check_against_reference, in_layout, run_with_baseline_isa
 from hypothesis import given
 from hypothesis import strategies as st
+from op_contract import Case, OpContract, requiring_grad
 
 from pyaccel_nas.ops import channel_gate, reference
-
-OP = torch.ops.pyaccel_nas.channel_gate
 
 
 def make_inputs(shape, *, dtype=torch.float64, device="cpu", seed=0):
@@ -49,13 +41,6 @@ def test_matches_reference_random_shapes(device, shape, empty_batch, threshold, 
         shape[0] = 0
     x, gate = make_inputs(shape, device=device, seed=seed)
     check_channel_gate(in_layout(x, layout), gate, threshold)
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("shape", [(32, 36), (8, 16, 20), (8, 36, 16, 16), (4, 16, 4, 8, 8)])
-def test_float32(device, layout, shape):
-    x, gate = make_inputs(shape, dtype=torch.float32, device=device)
-    check_channel_gate(in_layout(x, layout), gate, 0.5)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -90,43 +75,6 @@ def test_threshold_zeroes_small_gates_and_their_gradient(device):
     torch.testing.assert_close(gate.grad[3], x[:, 3].sum())
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_output_keeps_memory_layout(device, layout):
-    x, gate = make_inputs((2, 5, 6, 7), device=device)
-    y = channel_gate(in_layout(x, layout), gate)
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    assert y.is_contiguous(memory_format=fmt)
-
-
-def test_gradcheck_float64(device):
-    for shape in [(3, 4), (2, 3, 5), (2, 3, 4, 5), (2, 3, 2, 3, 4)]:
-        x, gate = make_inputs(shape, device=device)
-        args = [x.requires_grad_(), gate.requires_grad_()]
-        assert torch.autograd.gradcheck(lambda x, g: channel_gate(x, g), args)
-        assert torch.autograd.gradcheck(lambda x, g: channel_gate(x, g, threshold=0.3), args)
-
-
-@pytest.mark.parametrize("threshold", [None, 0.2])
-def test_opcheck(device, threshold):
-    x, gate = make_inputs((2, 6, 5, 4), dtype=torch.float32, device=device)
-    torch.library.opcheck(OP, (x.requires_grad_(), gate.requires_grad_(), threshold))
-    torch.library.opcheck(OP, (in_layout(x, "channels_last"), gate.detach(), threshold))
-    torch.library.opcheck(
-        torch.ops.pyaccel_nas.channel_gate_backward, (torch.randn(2, 6, 5, 4, device=device), x.detach(), gate.detach(), threshold)
-    )
-
-
-def test_dispatches_to_cpp_kernel(device):
-    for name in ("channel_gate", "channel_gate_backward"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyaccel_nas::{name}", dispatch_key(device))
-
-
-@pytest.mark.slow
-def test_torch_compile_fullgraph_forward_backward(device):
-    x, gate = make_inputs((4, 8, 6, 6), dtype=torch.float32, device=device)
-    check_compiles_fullgraph(lambda x, g: channel_gate(x.relu(), g, threshold=0.1) * 2, [x, gate])
-
-
 BAD_INPUTS = [
     ("rank 1 x", (torch.randn(4), torch.randn(4)), {}, "`x` must have rank"),
     ("rank 6 x", (torch.randn(1, 2, 1, 1, 1, 1), torch.randn(2)), {}, "`x` must have rank"),
@@ -139,13 +87,54 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_raises_clear_error(desc, args, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        channel_gate(*args, **kwargs)
+def gate_case(case_id, shape, *, threshold=None, dtype=torch.float64, prepare=None) -> Case:
+    """channel_gate(*make_inputs(shape, ...), threshold=threshold); ``prepare`` maps the input list (to lay
+    out x, or to require grad)."""
+
+    def inputs(device):
+        tensors = list(make_inputs(shape, dtype=dtype, device=device))
+        return prepare(tensors) if prepare else tensors
+
+    return Case(case_id, inputs, lambda f, x, g: f(x, g, threshold=threshold))
 
 
-@pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_to_raw_op_raises_value_error(desc, args, kwargs, message):
-    with pytest.raises(ValueError, match="pyaccel_nas::channel_gate"):
-        OP(*args, kwargs.get("threshold"))
+def shape_id(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+class TestContract(OpContract):
+    name = "channel_gate"
+    layout_cases = [
+        gate_case(shape_id(shape), shape, threshold=0.5, dtype=torch.float32)
+        for shape in [(32, 36), (8, 16, 20), (8, 36, 16, 16), (4, 16, 4, 8, 8)]
+    ]
+    sample = gate_case("sample", (2, 5, 6, 7))
+    gradcheck_cases = [
+        gate_case(f"{shape_id(shape)}-threshold{threshold}", shape, threshold=threshold)
+        for shape in [(3, 4), (2, 3, 5), (2, 3, 4, 5), (2, 3, 2, 3, 4)]
+        for threshold in (None, 0.3)
+    ]
+    compile_cases = [
+        Case(
+            "relu-gate-scale",
+            lambda device: make_inputs((4, 8, 6, 6), dtype=torch.float32, device=device),
+            lambda f, x, g: f(x.relu(), g, threshold=0.1) * 2,
+        ),
+    ]
+    opcheck_cases = [
+        case
+        for threshold in (None, 0.2)
+        for case in (
+            gate_case(f"threshold{threshold}", (2, 6, 5, 4), threshold=threshold, dtype=torch.float32,
+                      prepare=requiring_grad),
+            gate_case(f"threshold{threshold}-channels_last", (2, 6, 5, 4), threshold=threshold, dtype=torch.float32,
+                      prepare=lambda t: [in_layout(t[0], "channels_last").requires_grad_(), t[1]]),
+        )
+    ]
+    bad_inputs = BAD_INPUTS
+
+    def raw_args(self, x, gate, *, threshold=None):
+        return x, gate, threshold
+
+    def backward_args(self, grad_out, raw_args):
+        return grad_out, *raw_args

@@ -1,4 +1,5 @@
-"""multires_sum against its reference: values, gradients, modes, layouts, compile, bad input."""
+"""multires_sum: the shared op contract (tests/op_contract.py) and what only multires_sum has: random branch
+sizes and modes, non-power-of-two ratios, infinite branch elements, the size argument."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES, LAYOUTS, check_against_reference, check_compiles_fullgraph, dispatch_key, in_layout
+from conftest import DEVICES, LAYOUTS, check_against_reference, in_layout
 from hypothesis import given
 from hypothesis import strategies as st
+from op_contract import Case, OpContract, requiring_grad
 
 from pyaccel_nas.ops import multires_sum, reference
 
-OP = torch.ops.pyaccel_nas.multires_sum
 LINEAR = {4: "bilinear", 5: "trilinear"}
 
 
@@ -58,80 +59,11 @@ def test_matches_reference_random_shapes(device, data, rank, n, c, num_branches,
     check_multires_sum(branches, weights, out if explicit_size else None, LINEAR[rank] if linear else "nearest")
 
 
-DARTS_AND_MDP_CASES = [
-    # (N, C, branch spatial sizes): MDP 2-D blocks at scale 1, 1/2, 1/4 and 3-D (T,H,W) factors
-    (8, 16, [(32, 32), (16, 16), (8, 8)]),
-    (4, 16, [(8, 16, 16), (8, 8, 8), (4, 8, 8)]),
-    (8, 36, [(16, 16), (16, 16), (16, 16)]),  # equal resolutions: a DARTS mixed-op weighted sum
-]
-
-
-@pytest.mark.parametrize("linear", [False, True])
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("n,c,sizes", DARTS_AND_MDP_CASES)
-def test_float32(device, n, c, sizes, layout, linear):
-    branches, weights = make_branches(n, c, sizes, dtype=torch.float32, device=device)
-    mode = LINEAR[len(sizes[0]) + 2] if linear else "nearest"
-    check_multires_sum([in_layout(b, layout) for b in branches], weights, None, mode)
-
-
 def test_non_power_of_two_ratios(device):
     branches, weights = make_branches(2, 3, [(12, 15), (4, 5), (6, 3), (1, 1)], device=device)
     for mode in ("nearest", "bilinear"):
         check_multires_sum(branches, weights, None, mode)
         check_multires_sum(branches, weights, [24, 30], mode)
-
-
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_output_takes_memory_layout_of_first_branch(device, layout):
-    branches, weights = make_branches(2, 5, [(8, 8), (4, 4)], device=device)
-    y = multires_sum([in_layout(branches[0], layout), branches[1]], weights)
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    assert y.is_contiguous(memory_format=fmt)
-
-
-def test_empty_batch(device):
-    branches, weights = make_branches(0, 3, [(8, 8), (4, 4)], device=device)
-    weights.requires_grad_()
-    y = multires_sum(branches, weights, mode="bilinear")
-    assert y.shape == (0, 3, 8, 8)
-    y.sum().backward()
-    assert torch.equal(weights.grad, torch.zeros_like(weights))
-
-
-def test_gradcheck_float64(device):
-    branches, weights = make_branches(2, 3, [(4, 6, 8), (2, 3, 4), (1, 3, 2)], device=device)
-    args = [weights.requires_grad_()] + [b.requires_grad_() for b in branches]
-    for mode in ("nearest", "trilinear"):
-        assert torch.autograd.gradcheck(lambda w, *b: multires_sum(list(b), w, mode=mode), args)
-        assert torch.autograd.gradcheck(lambda w, *b: multires_sum(list(b), w, size=(8, 12, 16), mode=mode), args)
-    branches, weights = make_branches(2, 3, [(6, 6), (3, 2)], device=device)
-    args = [weights.requires_grad_()] + [b.requires_grad_() for b in branches]
-    assert torch.autograd.gradcheck(lambda w, *b: multires_sum(list(b), w, mode="bilinear"), args)
-
-
-@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
-def test_opcheck(device, mode):
-    branches, weights = make_branches(2, 4, [(8, 6), (4, 3), (2, 1)], dtype=torch.float32, device=device)
-    args = ([b.requires_grad_() for b in branches], weights.requires_grad_())
-    torch.library.opcheck(OP, args + (None, mode))
-    torch.library.opcheck(OP, args + ([16, 12], mode))
-    cl = [in_layout(b, "channels_last") for b in branches]
-    torch.library.opcheck(OP, (cl, weights.detach(), None, mode))
-    torch.library.opcheck(
-        torch.ops.pyaccel_nas.multires_sum_backward,
-        (torch.randn(2, 4, 8, 6, device=device), [b.detach() for b in branches], weights.detach(), mode),
-    )
-
-
-def test_opcheck_3d(device):
-    branches, weights = make_branches(2, 3, [(4, 4, 4), (2, 2, 4)], dtype=torch.float32, device=device)
-    torch.library.opcheck(OP, ([b.requires_grad_() for b in branches], weights.requires_grad_(), None, "trilinear"))
-
-
-def test_dispatches_to_cpp_kernel(device):
-    for name in ("multires_sum", "multires_sum_backward"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyaccel_nas::{name}", dispatch_key(device))
 
 
 @pytest.mark.parametrize("readers", ["all positive", "one zero", "both signs"])
@@ -157,16 +89,6 @@ def test_infinite_branch_element_gives_the_reference_weight_gradient(device, mod
         torch.testing.assert_close(actual, wanted, equal_nan=True)
 
 
-@pytest.mark.slow
-def test_torch_compile_fullgraph_forward_backward(device):
-    branches, weights = make_branches(4, 8, [(8, 8), (4, 4), (2, 2)], dtype=torch.float32, device=device)
-
-    def mixed(logits, *b):
-        return multires_sum(list(b), logits.softmax(0), mode="bilinear").relu()
-
-    check_compiles_fullgraph(mixed, [weights, *branches])
-
-
 def _b(*shape, dtype=torch.float32):
     return torch.randn(*shape, dtype=dtype)
 
@@ -188,20 +110,78 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_raises_clear_error(desc, args, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        multires_sum(*args, **kwargs)
-
-
 @pytest.mark.parametrize("size", [[8.7, 8.2], (8.0, 8), [True, 8], 8])
 def test_size_of_non_integers_is_refused_not_truncated(size):
     with pytest.raises(ValueError, match="`size` must be a sequence of ints"):
         multires_sum([_b(1, 2, 4, 4)], torch.randn(1), size=size)
 
 
-@pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_to_raw_op_raises_value_error(desc, args, kwargs, message):
-    branches, weights = args
-    with pytest.raises(ValueError, match="pyaccel_nas::multires_sum"):
-        OP(branches, weights, kwargs.get("size"), kwargs.get("mode", "nearest"))
+
+def weights_and_branches(n, c, sizes, **kwargs) -> list[torch.Tensor]:
+    """make_branches as the inputs of a Case: [weights, *branches]."""
+    branches, weights = make_branches(n, c, sizes, **kwargs)
+    return [weights, *branches]
+
+
+def sum_case(case_id, n, c, sizes, *, size=None, mode="nearest", dtype=torch.float64, prepare=None) -> Case:
+    """multires_sum(branches, weights, size=size, mode=mode) of make_branches(n, c, sizes, ...); ``prepare``
+    maps the input list [weights, *branches] (to lay out branches, or to require grad)."""
+
+    def inputs(device):
+        tensors = weights_and_branches(n, c, sizes, dtype=dtype, device=device)
+        return prepare(tensors) if prepare else tensors
+
+    return Case(case_id, inputs, lambda f, w, *b: f(list(b), w, size=size, mode=mode))
+
+
+DARTS_AND_MDP_CASES = {
+    # name: (N, C, branch spatial sizes); MDP 2-D blocks at scale 1, 1/2, 1/4 and 3-D (T,H,W) factors
+    "2d-scales": (8, 16, [(32, 32), (16, 16), (8, 8)]),
+    "3d-scales": (4, 16, [(8, 16, 16), (8, 8, 8), (4, 8, 8)]),
+    "equal": (8, 36, [(16, 16), (16, 16), (16, 16)]),  # equal resolutions: a DARTS mixed-op weighted sum
+}
+GRADCHECK_3D = (2, 3, [(4, 6, 8), (2, 3, 4), (1, 3, 2)])
+OPCHECK_2D = (2, 4, [(8, 6), (4, 3), (2, 1)])
+
+
+class TestContract(OpContract):
+    name = "multires_sum"
+    activations = slice(1, None)  # the branches; weights come first
+    layout_cases = [
+        sum_case(f"{case}-{mode}", n, c, sizes, mode=mode, dtype=torch.float32)
+        for case, (n, c, sizes) in DARTS_AND_MDP_CASES.items()
+        for mode in ("nearest", LINEAR[len(sizes[0]) + 2])
+    ]
+    sample = sum_case("sample", 2, 3, [(8, 8), (4, 4)], mode="bilinear")
+    gradcheck_cases = [
+        *(sum_case(f"3d-{mode}-size{size}", *GRADCHECK_3D, size=size, mode=mode)
+          for mode in ("nearest", "trilinear")
+          for size in (None, (8, 12, 16))),
+        sum_case("2d-bilinear", 2, 3, [(6, 6), (3, 2)], mode="bilinear"),
+    ]
+    compile_cases = [
+        Case(
+            "softmax-bilinear-relu",
+            lambda device: weights_and_branches(4, 8, [(8, 8), (4, 4), (2, 2)], dtype=torch.float32, device=device),
+            lambda f, logits, *b: f(list(b), logits.softmax(0), mode="bilinear").relu(),
+        ),
+    ]
+    opcheck_cases = [
+        *(case
+          for mode in ("nearest", "bilinear")
+          for case in (
+              sum_case(f"{mode}", *OPCHECK_2D, mode=mode, dtype=torch.float32, prepare=requiring_grad),
+              sum_case(f"{mode}-size", *OPCHECK_2D, size=[16, 12], mode=mode, dtype=torch.float32, prepare=requiring_grad),
+              sum_case(f"{mode}-channels_last", *OPCHECK_2D, mode=mode, dtype=torch.float32,
+                       prepare=lambda t: [t[0], *(in_layout(b, "channels_last").requires_grad_() for b in t[1:])]),
+          )),
+        sum_case("3d-trilinear", 2, 3, [(4, 4, 4), (2, 2, 4)], mode="trilinear", dtype=torch.float32, prepare=requiring_grad),
+    ]
+    bad_inputs = BAD_INPUTS
+
+    def raw_args(self, branches, weights, *, size=None, mode="nearest"):
+        return list(branches), weights, size, mode
+
+    def backward_args(self, grad_out, raw_args):
+        branches, weights, _, mode = raw_args
+        return grad_out, branches, weights, mode

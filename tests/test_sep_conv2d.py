@@ -1,20 +1,14 @@
-"""sep_conv2d against its reference: values, gradients, layouts, compile, bad input."""
+"""sep_conv2d: the shared op contract (tests/op_contract.py) and what only sep_conv2d has: random shapes, the
+CPU kernels' vectorised paths, NaN through the ReLU, C = 0."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
-    DEVICES,
-    LAYOUTS,
-    check_against_reference,
-    check_compiles_fullgraph,
-    dispatch_key,
-    in_layout,
-    run_with_baseline_isa,
-)
+from conftest import DEVICES, LAYOUTS, check_against_reference, in_layout, run_with_baseline_isa
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from op_contract import Case, OpContract, requiring_grad
 
 from pyaccel_nas.ops import reference, sep_conv2d
 
@@ -63,22 +57,6 @@ def test_matches_reference_random_shapes(
     check_sep_conv2d(in_layout(x, layout), dw, pw, b, conv)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize(
-    "conv",
-    [
-        dict(stride=1, padding=1, dilation=1),  # DARTS sep_conv_3x3
-        dict(stride=2, padding=2, dilation=1),  # sep_conv_5x5 in a reduction cell
-        dict(stride=1, padding=2, dilation=2),  # dil_conv_3x3
-        dict(stride=2, padding=4, dilation=2),  # dil_conv_5x5 in a reduction cell
-    ],
-)
-def test_float32_darts_shapes(device, layout, conv):
-    k = 2 * conv["padding"] // conv["dilation"] + 1  # the "same" padding of DARTS
-    x, dw, pw, b = make_inputs(8, 16, 24, 16, 16, k, k, dtype=torch.float32, device=device, seed=k)
-    check_sep_conv2d(in_layout(x, layout), dw, pw, b, conv)
-
-
 # Shapes for the vectorised CPU paths the small hypothesis shapes miss: rows of several whole vectors plus a
 # tail (W_out = 37, 19, 13), strides 1-3 (phase-split planes), several output-row bands per image (N = 1),
 # many output channels (pointwise tiles plus remainders), small planes that several images share one GEMM
@@ -120,32 +98,6 @@ def test_baseline_isa_kernels_match_reference():
     )
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_output_keeps_memory_layout(device, layout):
-    x, dw, pw, b = make_inputs(2, 5, 6, 9, 9, 3, 3, device=device)
-    x = in_layout(x, layout)
-    y = sep_conv2d(x, dw, pw, b, padding=1)
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    assert y.is_contiguous(memory_format=fmt)
-
-
-def test_empty_batch_gives_empty_output_and_zero_weight_grads(device):
-    x, dw, pw, b = make_inputs(0, 4, 5, 8, 8, 3, 3, device=device)
-    dw.requires_grad_()
-    y = sep_conv2d(x, dw, pw, b, padding=1)
-    assert y.shape == (0, 5, 8, 8)
-    y.sum().backward()
-    assert torch.equal(dw.grad, torch.zeros_like(dw))
-
-
-@pytest.mark.parametrize("w", [6, 12])  # on the CPU: output rows < 8 wide take the channels-innermost path
-def test_gradcheck_float64(device, w):
-    x, dw, pw, b = make_inputs(2, 3, 4, 7, w, 3, 3, device=device)
-    args = [t.requires_grad_() for t in (x, dw, pw, b)]
-    for conv in (dict(stride=1, padding=1), dict(stride=2, padding=2, dilation=2), dict(stride=(1, 2), pre_relu=False)):
-        assert torch.autograd.gradcheck(lambda *a: sep_conv2d(*a, **conv), args)
-
-
 @pytest.mark.parametrize("w", [8, 20])  # float32 on the CPU: the channels-innermost and the phase-split path
 @pytest.mark.parametrize("stride", [1, 2])
 def test_nan_input_propagates_like_relu(device, w, stride):
@@ -165,32 +117,6 @@ def test_nan_input_propagates_like_relu(device, w, stride):
     gx_ref = torch.autograd.grad(y_ref, x_ref, grad_out.double())[0]
     assert gx[0, 2, 4, 3] != 0 and gx[2, 8, 9, w - 1] != 0
     torch.testing.assert_close(gx, gx_ref.float(), rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("bias", [True, False])
-def test_opcheck(device, bias):
-    x, dw, pw, b = make_inputs(2, 4, 3, 7, 7, 3, 3, bias=bias, dtype=torch.float32, device=device)
-    args = (x.requires_grad_(), dw.requires_grad_(), pw.requires_grad_(), b.requires_grad_() if bias else None)
-    torch.library.opcheck(OP, args + ([2, 1], [1, 2], [1, 2], True))
-    grad_out = torch.randn(2, 3, 4, 7, device=device)
-    torch.library.opcheck(
-        torch.ops.pyaccel_nas.sep_conv2d_backward, (grad_out, x.detach(), dw.detach(), pw.detach(), [2, 1], [1, 2], [1, 2], True)
-    )
-    torch.library.opcheck(OP, (in_layout(x, "channels_last"), dw, pw, None, [1, 1], [0, 0], [1, 1], False))
-
-
-def test_dispatches_to_cpp_kernel(device):
-    for name in ("sep_conv2d", "sep_conv2d_backward"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyaccel_nas::{name}", dispatch_key(device))
-
-
-@pytest.mark.slow
-def test_torch_compile_fullgraph_forward_backward(device):
-    x, dw, pw, b = make_inputs(4, 8, 6, 10, 10, 3, 3, dtype=torch.float32, device=device)
-    check_compiles_fullgraph(lambda *a: sep_conv2d(*a, stride=1, padding=2, dilation=2).tanh(), [x, dw, pw, b])
-    check_compiles_fullgraph(
-        lambda *a: sep_conv2d(*a, stride=2, padding=1).sum(dim=1), [in_layout(x, "channels_last"), dw, pw]
-    )
 
 
 BAD_INPUTS = [
@@ -213,22 +139,76 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_raises_clear_error(desc, args, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        sep_conv2d(*args, **kwargs)
+def sep_case(case_id, shape, conv, *, bias=True, dtype=torch.float64, seed=0, prepare=None) -> Case:
+    """sep_conv2d(*make_inputs(*shape, ...), **conv); ``prepare`` maps the input list (to lay out x, or to
+    require grad)."""
+
+    def inputs(device):
+        tensors = [t for t in make_inputs(*shape, bias=bias, dtype=dtype, device=device, seed=seed) if t is not None]
+        return prepare(tensors) if prepare else tensors
+
+    return Case(case_id, inputs, lambda f, *t: f(*t, **conv))
 
 
-@pytest.mark.parametrize("desc,args,kwargs,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_to_raw_op_raises_value_error(desc, args, kwargs, message):
-    """The C++ wrapper checks on its own: calling torch.ops directly never reaches a kernel with bad input."""
-    x, dw, pw, *rest = args
-    bias = rest[0] if rest else None
-    pair = lambda v: list(v) if isinstance(v, tuple) else [v, v]  # noqa: E731
-    stride, padding, dilation = (pair(kwargs.get(k, d)) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1)))
-    with pytest.raises(ValueError, match="pyaccel_nas::sep_conv2d"):
-        OP(x, dw, pw, bias, stride, padding, dilation, True)
+def x_channels_last(tensors):
+    return [in_layout(tensors[0], "channels_last"), *tensors[1:]]
 
+
+def conv_id(conv) -> str:
+    return "-".join(f"{k}{v}" for k, v in conv.items())
+
+
+DARTS_CONVS = [
+    dict(stride=1, padding=1, dilation=1),  # DARTS sep_conv_3x3
+    dict(stride=2, padding=2, dilation=1),  # sep_conv_5x5 in a reduction cell
+    dict(stride=1, padding=2, dilation=2),  # dil_conv_3x3
+    dict(stride=2, padding=4, dilation=2),  # dil_conv_5x5 in a reduction cell
+]
+OPCHECK_CONV = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), pre_relu=True)
+
+
+class TestContract(OpContract):
+    name = "sep_conv2d"
+    # k: the "same" padding of DARTS
+    layout_cases = [
+        sep_case(conv_id(conv), (8, 16, 24, 16, 16, k, k), conv, dtype=torch.float32, seed=k)
+        for conv in DARTS_CONVS
+        for k in [2 * conv["padding"] // conv["dilation"] + 1]
+    ]
+    sample = sep_case("sample", (2, 5, 6, 9, 9, 3, 3), dict(padding=1))
+    # w = 6: on the CPU, output rows < 8 wide take the channels-innermost path
+    gradcheck_cases = [
+        sep_case(f"w{w}-{conv_id(conv)}", (2, 3, 4, 7, w, 3, 3), conv)
+        for w in (6, 12)
+        for conv in (dict(stride=1, padding=1), dict(stride=2, padding=2, dilation=2), dict(stride=(1, 2), pre_relu=False))
+    ]
+    compile_cases = [
+        Case(
+            "dilated-tanh",
+            lambda device: make_inputs(4, 8, 6, 10, 10, 3, 3, dtype=torch.float32, device=device),
+            lambda f, *t: f(*t, stride=1, padding=2, dilation=2).tanh(),
+        ),
+        Case(
+            "channels_last-no_bias-sum",
+            lambda device: x_channels_last(make_inputs(4, 8, 6, 10, 10, 3, 3, bias=False, dtype=torch.float32, device=device)[:3]),
+            lambda f, *t: f(*t, stride=2, padding=1).sum(dim=1),
+        ),
+    ]
+    opcheck_cases = [
+        sep_case("bias", (2, 4, 3, 7, 7, 3, 3), OPCHECK_CONV, dtype=torch.float32, prepare=requiring_grad),
+        sep_case("no_bias", (2, 4, 3, 7, 7, 3, 3), OPCHECK_CONV, bias=False, dtype=torch.float32, prepare=requiring_grad),
+        sep_case("channels_last", (2, 4, 3, 7, 7, 3, 3), dict(pre_relu=False), bias=False, dtype=torch.float32,
+                 prepare=lambda t: requiring_grad(x_channels_last(t))),
+    ]
+    bad_inputs = BAD_INPUTS
+
+    def raw_args(self, x, dw_weight, pw_weight, pw_bias=None, *, stride=1, padding=0, dilation=1, pre_relu=True):
+        pair = lambda v: list(v) if isinstance(v, tuple) else [v, v]  # noqa: E731
+        return x, dw_weight, pw_weight, pw_bias, pair(stride), pair(padding), pair(dilation), pre_relu
+
+    def backward_args(self, grad_out, raw_args):
+        x, dw_weight, pw_weight, _, *conv = raw_args
+        return grad_out, x, dw_weight, pw_weight, *conv
 
 def test_zero_channels_are_refused_by_the_reference_and_the_fake_kernel_too():
     """C = 0 is refused everywhere: by the wrapper and the C++ op (BAD_INPUTS), by the fake kernel, and by the
