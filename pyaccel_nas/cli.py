@@ -200,15 +200,22 @@ def _prune(args: argparse.Namespace) -> int:
     report = run_prune(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print(f"{config.model} on {config.dataset}: MACs {report['macs']['before']:.4g} -> {report['macs']['after']:.4g} "
           f"(/{report['macs_reduction']:.2f}), params {report['params']['before']} -> {report['params']['after']}, "
-          f"CPU latency at batch {config.latency_batch}, channels-last {report['cpu_latency_ms']['before']:.1f} -> "
+          f"CPU latency (median, {config.latency_threads[-1]} thread(s)) at batch {config.latency_batch}, channels-last {report['cpu_latency_ms']['before']:.1f} -> "
           f"{report['cpu_latency_ms']['after']:.1f} ms (x{report['speedup']:.2f}), NCHW "
           f"{report['cpu_latency_ms_nchw']['before']:.1f} -> {report['cpu_latency_ms_nchw']['after']:.1f} ms "
           f"(x{report['speedup_nchw']:.2f})")
     change = 100 * (report["accuracy"]["after"] - report["accuracy"]["before"])
     print(f"test accuracy: unpruned baseline {report['accuracy']['before']:.4f}, pruned {report['accuracy']['after']:.4f} "
           f"({change:+.2f} points)")
-    print(f"wrote {Path(args.out) / 'report.json'}, {Path(args.out) / 'report.png'}, {Path(args.out) / 'pruned.pt'} "
-          f"(+ pruned.json)")
+    written = ["report.json", "report.png", "pruned.pt (+ .json)", "baseline.pt (+ .json)"]
+    if "channel_only" in report:
+        arm = report["channel_only"]
+        print(f"channel-only arm (Torch-Pruning, same start and fine-tuning): MACs {arm['macs']:.4g} "
+              f"(/{arm['macs_reduction']:.2f}), channels-last {arm['cpu_latency_ms']:.1f} ms (x{arm['speedup']:.2f}), "
+              f"NCHW {arm['cpu_latency_ms_nchw']:.1f} ms (x{arm['speedup_nchw']:.2f}), test accuracy "
+              f"{arm['accuracy']:.4f} ({-arm['accuracy_drop_points']:+.2f} points)")
+        written.append("channel_only.pt (+ .json)")
+    print(f"wrote {', '.join(written)} in {args.out}")
     return 0
 
 
@@ -350,9 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     prune = commands.add_parser(
         "prune", help="MDP: multi-dimensional pruning of channels and resolution",
         description="Trains the over-parameterised network (resolution branches, channel gates), prunes it "
-                    "physically, fine-tunes it, and trains the unpruned baseline for the same total epochs; writes "
-                    "OUT/report.json, OUT/report.png, OUT/pruned.pt + OUT/pruned.json and OUT/baseline.pt + .json. "
-                    "Flags override the preset.")
+                    "physically, fine-tunes it, and trains the unpruned baseline for the same total epochs; "
+                    "prunes the same pre-trained network channels-only to the same MACs (Torch-Pruning) to compare; "
+                    "writes OUT/report.json, OUT/report.png, OUT/pruned.pt, OUT/baseline.pt and "
+                    "OUT/channel_only.pt (each + .json). Flags override the preset.")
     PruneConfig.add_arguments(prune, default_preset="cpu")
     target = prune.add_mutually_exclusive_group()
     target.add_argument("--mac-reduction", type=positive_float,

@@ -18,6 +18,7 @@ it is evaluated once per network for the report.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -30,14 +31,17 @@ from pyaccel_nas.config import RunConfig, non_negative_float, option, positive_f
 from pyaccel_nas.data import DATASETS, Dataset, load_dataset
 from pyaccel_nas.data.split import stratified_sample
 from pyaccel_nas.exec.files import write_json_atomically
+from pyaccel_nas.exec.process import available_cores
 from pyaccel_nas.mdp.arch import ArchConfig
+from pyaccel_nas.mdp.channel_only import channel_prune, require_torch_pruning
 from pyaccel_nas.mdp.export import fold_batchnorms, save_model
 from pyaccel_nas.mdp.layers import MDPNet
 from pyaccel_nas.mdp.losses import branch_costs, branch_entropy, expected_cost, gate_l1, mdp_regulariser
 from pyaccel_nas.mdp.models import MODELS, load_plain_weights, model_config, over_parameterise
-from pyaccel_nas.mdp.prune import MacBudgetError, config_macs, prune, smallest_macs
+from pyaccel_nas.mdp.prune import MacBudgetError, channel_widths, config_macs, prune, smallest_macs
 from pyaccel_nas.mdp.report import cpu_latency_ms, plot_report
 from pyaccel_nas.nn import count_macs, count_parameters
+from pyaccel_nas.provenance import machine, source_state
 from pyaccel_nas.training import ModelTrainer, TrainRecipe, accuracy
 from pyaccel_nas.validation import claim_output_dir, require_finite
 
@@ -73,13 +77,17 @@ class PruneConfig(RunConfig):
     mac_reduction: float | None = 2.0  # prune to plain MACs / mac_reduction ...
     threshold: float | None = None  # ... or remove channels whose gates are below this
     round_to: int = option("channel counts are multiples of this", 4)
+    channel_only: bool = option("also prune the network channels-only at MDP's MACs, from the same pre-trained "
+                                "weights, with the same fine-tuning (Torch-Pruning, the `prune` extra), to compare",
+                                True)
     latency_batch: int = 64
-    latency_repeats: int = 10
+    latency_repeats: int = 20
+    latency_threads: tuple[int, ...] = (1, 2)  # the last is the report's headline latency
 
     PRESETS = {
         # under a minute on 2 CPU cores: a sliver of the data, one epoch per stage
         "smoke": dict(train_divisor=200, eval_samples=200, pretrain_epochs=1, search_epochs=1, finetune_epochs=1,
-                      batch_size=32, latency_batch=16, latency_repeats=2),
+                      batch_size=32, latency_batch=16, latency_repeats=2, latency_threads=(1,)),
         # about five minutes on one CPU core: a tenth of the data (fewer with --train-divisor), 10 epochs in all.
         # Few steps: a strong entropy weight, so that branch importances settle within one search epoch; most of
         # the epochs go to fine-tuning, where pruning's accuracy comes back (search 3 + fine-tune 3 at lr 0.01
@@ -104,6 +112,8 @@ class PruneConfig(RunConfig):
                      "latency_repeats", "round_to", *(("eval_samples",) if self.eval_samples is not None else ())):
             if getattr(self, name) < 1:
                 raise ValueError(f"PruneConfig: `{name}` must be >= 1, got {getattr(self, name)}")
+        if not self.latency_threads or min(self.latency_threads) < 1:
+            raise ValueError(f"PruneConfig: `latency_threads` must be thread counts >= 1, got {self.latency_threads}")
         for name in ("learning_rate", "finetune_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"PruneConfig: `{name}` must be > 0, got {getattr(self, name)}")
@@ -146,6 +156,29 @@ def _measure(model: MDPNet, dataset: Dataset) -> dict:
             "val_accuracy": accuracy(model, dataset, "val"), "accuracy": accuracy(model, dataset, "test")}
 
 
+def _latencies(models: dict[str, MDPNet], config: PruneConfig) -> tuple[list[dict], dict[str, dict[str, float]]]:
+    """Every model's CPU latency, BatchNorms folded as deployed, per thread count and layout (the models
+    taking turns); and per model its headline medians: ``cpu_latency_ms`` (channels-last) and
+    ``cpu_latency_ms_nchw`` at the last of ``config.latency_threads``."""
+    deployed = [fold_batchnorms(model) for model in models.values()]
+    runs = []
+    for threads in config.latency_threads:
+        for layout, channels_last in (("channels_last", True), ("nchw", False)):
+            measured = cpu_latency_ms(deployed, config.latency_batch, config.latency_repeats, channels_last, threads)
+            runs.append({"threads": threads, "layout": layout, "ms": dict(zip(models, measured))})
+    headline = {name: {"cpu_latency_ms": runs[-2]["ms"][name]["median"],
+                       "cpu_latency_ms_nchw": runs[-1]["ms"][name]["median"]} for name in models}
+    return runs, headline
+
+
+def _compared(before: dict, after: dict) -> dict:
+    """How a pruned network compares with the unpruned one."""
+    return {"macs_reduction": before["macs"] / after["macs"],
+            "speedup": before["cpu_latency_ms"] / after["cpu_latency_ms"],
+            "speedup_nchw": before["cpu_latency_ms_nchw"] / after["cpu_latency_ms_nchw"],
+            "accuracy_drop_points": 100 * (before["accuracy"] - after["accuracy"])}
+
+
 def _check_reachable(config: PruneConfig, base: ArchConfig, base_macs: int) -> None:
     """Refuses, before any training, a ``mac_reduction`` that no outcome of the search could reach."""
     if config.mac_reduction is None:
@@ -158,15 +191,22 @@ def _check_reachable(config: PruneConfig, base: ArchConfig, base_macs: int) -> N
 
 
 def run_prune(config: PruneConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
-    """Runs the three stages and the baseline; writes OUT/report.json, OUT/report.png, OUT/pruned.pt (+ .json)
-    and OUT/baseline.pt (+ .json); returns the report.
+    """Runs the three stages and the baseline, and (``config.channel_only``) the channel-only arm; writes
+    OUT/report.json, OUT/report.png, OUT/pruned.pt, OUT/baseline.pt and OUT/channel_only.pt (each + .json);
+    returns the report.
 
-    Refuses an OUT that holds a report unless ``overwrite``, and a ``mac_reduction`` out of reach, before it
-    trains anything. The baseline is saved as soon as it is trained: a budget that the searched resolutions
-    cannot meet is only known after the search, and the error then does not lose it.
+    The channel-only arm starts from the baseline's weights after ``pretrain_epochs + search_epochs`` (as
+    many epochs as MDP's search has had), is pruned by :func:`~pyaccel_nas.mdp.channel_only.channel_prune`
+    to at most the MACs of MDP's pruned network, and fine-tuned exactly as that one is.
+
+    Refuses an OUT that holds a report unless ``overwrite``, a ``mac_reduction`` out of reach and a missing
+    Torch-Pruning, before it trains anything. The baseline is saved as soon as it is trained: a budget that
+    the searched resolutions cannot meet is only known after the search, and the error then does not lose it.
     """
     out = claim_output_dir(out, "report.json", overwrite=overwrite)
     started = time.perf_counter()
+    if config.channel_only:
+        require_torch_pruning()
     dataset = _data(config)
     info = dataset.info
     input_size = info.sample_shape[1:]
@@ -183,7 +223,9 @@ def run_prune(config: PruneConfig, out: str | Path, *, overwrite: bool = False, 
         _train(baseline, config.pretrain_epochs, "pre-train", progress)
         load_plain_weights(over, baseline.model.state_dict())  # copies: the baseline trains on apart
     search_recipe = dataclasses.replace(recipe, learning_rate=baseline.optimizer.param_groups[0]["lr"])
-    _train(baseline, total_epochs - config.pretrain_epochs, "baseline", progress)
+    _train(baseline, config.search_epochs, "baseline", progress)
+    channel_only_start = copy.deepcopy(baseline.model).eval()
+    _train(baseline, config.finetune_epochs, "baseline", progress)
     save_model(baseline.model, out / "baseline.pt")
 
     example = torch.zeros(1, info.channels, *input_size)  # for counting MACs
@@ -204,12 +246,23 @@ def run_prune(config: PruneConfig, out: str | Path, *, overwrite: bool = False, 
     finetune_recipe = dataclasses.replace(recipe, learning_rate=config.finetune_learning_rate)
     finetuner = ModelTrainer(result.model, dataset, config.finetune_epochs, finetune_recipe, config.seed + 1)
     finetune_stats = _train(finetuner, config.finetune_epochs, "fine-tune", progress)
+    models = {"before": baseline.model, "after": result.model}
+    measured = {name: _measure(model, dataset) for name, model in models.items()}
 
-    before, after = _measure(baseline.model, dataset), _measure(result.model, dataset)
-    # as deployed: BatchNorms folded into the convolutions, in both networks
-    deployed = [fold_batchnorms(baseline.model), fold_batchnorms(result.model)]
-    for key, channels_last in (("cpu_latency_ms", True), ("cpu_latency_ms_nchw", False)):
-        before[key], after[key] = cpu_latency_ms(deployed, config.latency_batch, config.latency_repeats, channels_last)
+    if config.channel_only:
+        channel_only, ratio = channel_prune(channel_only_start, measured["after"]["macs"], config.round_to)
+        channel_only_pruned_accuracy = accuracy(channel_only, dataset, "val")
+        channel_only_trainer = ModelTrainer(channel_only, dataset, config.finetune_epochs, finetune_recipe,
+                                            config.seed + 1)
+        channel_only_stats = _train(channel_only_trainer, config.finetune_epochs, "channel-only fine-tune", progress)
+        models["channel_only"] = channel_only
+        measured["channel_only"] = _measure(channel_only, dataset)
+        save_model(channel_only, out / "channel_only.pt")
+
+    latency_runs, headline = _latencies(models, config)
+    for name in models:
+        measured[name].update(headline[name])
+    before, after = measured["before"], measured["after"]
     save_model(result.model, out / "pruned.pt")
     report = {
         "format": REPORT_FORMAT,
@@ -217,12 +270,11 @@ def run_prune(config: PruneConfig, out: str | Path, *, overwrite: bool = False, 
         "dataset": {"name": info.name, "train": len(dataset.train), "val": len(dataset.val),
                     "test": len(dataset.test), "input": [info.channels, *input_size]},
         **{key: {"before": before[key], "after": after[key]} for key in before},
-        "macs_reduction": before["macs"] / after["macs"],
-        "speedup": before["cpu_latency_ms"] / after["cpu_latency_ms"],
-        "speedup_nchw": before["cpu_latency_ms_nchw"] / after["cpu_latency_ms_nchw"],
-        "accuracy_drop_points": 100 * (before["accuracy"] - after["accuracy"]),
-        "latency": {"batch": config.latency_batch, "threads": torch.get_num_threads(), "batchnorm_folded": True,
-                    "layout": "channels-last (cpu_latency_ms, speedup), NCHW (*_nchw)"},
+        **_compared(before, after),
+        "latency": {"batch": config.latency_batch, "batchnorm_folded": True, "repeats": config.latency_repeats,
+                    "headline": f"median, {config.latency_threads[-1]} thread(s); cpu_latency_ms and speedup "
+                                f"channels-last, *_nchw NCHW",
+                    "runs": latency_runs},
         "search": {"val_accuracy": accuracy(over, dataset, "val"), "macs": count_macs(over, example),
                    "branch_entropy": branch_entropy(over).item(), "gate_l1": gate_l1(over).item(),
                    "expected_cost": expected_cost(costs).item(),
@@ -233,8 +285,19 @@ def run_prune(config: PruneConfig, out: str | Path, *, overwrite: bool = False, 
         "epochs": {"pretrain": config.pretrain_epochs, "search": config.search_epochs,
                    "finetune": config.finetune_epochs},
         "blocks": result.blocks_report(over.config),
-        "seconds": time.perf_counter() - started,
     }
+    if config.channel_only:
+        report["channel_only"] = {
+            **measured["channel_only"], **_compared(before, measured["channel_only"]),
+            "pruning": {"method": "Torch-Pruning MetaPruner, global, GroupMagnitudeImportance(p=2)",
+                        "torch_pruning": require_torch_pruning().__version__, "pruning_ratio": ratio,
+                        "mac_budget": measured["after"]["macs"],
+                        "val_accuracy_before_finetune": channel_only_pruned_accuracy},
+            "finetune": {"epochs": channel_only_stats},
+            "blocks": channel_widths(base, channel_only),
+        }
+    report["provenance"] = {**source_state(), "machine": machine(available_cores())}
+    report["seconds"] = time.perf_counter() - started
     write_json_atomically(out / "report.json", report)
     plot_report(report, out / "report.png")
     return report

@@ -53,20 +53,30 @@ class PruneResult:
     threshold: float
 
     def blocks_report(self, source: ArchConfig) -> list[dict]:
-        """Per prunable block: type, chosen resolution factor, channels before and after, the indices of the
-        kept channels of each unit ("out", "mid", "proj"), and the width before and after of each channel set
-        inside the block (``mid_before``, ``mid_after``)."""
-        rows = []
-        for index, branch in self.branches.items():
-            before, after = source.blocks[index], self.model.config.blocks[index]
-            row = {"block": index, "type": before.type, "factor": list(before.factors[branch]),
-                   "candidate_factors": [list(f) for f in before.factors],
-                   "channels_before": before.out, "channels_after": after.out, "kept": self.kept[index]}
-            for name in dict.fromkeys(u.channels for u in self.model.blocks[index].channel_layout().units):
-                if name != "out":
-                    row.update({f"{name}_before": getattr(before, name), f"{name}_after": getattr(after, name)})
-            rows.append(row)
+        """Per prunable block: :func:`channel_widths`, the chosen resolution factor and the candidates, and
+        the indices of the kept channels of each unit ("out", "mid", "proj"; into the over-parameterised
+        block's channels)."""
+        rows = channel_widths(source, self.model)
+        for row in rows:
+            factors = source.blocks[row["block"]].factors
+            row.update(factor=list(factors[self.branches[row["block"]]]), candidate_factors=[list(f) for f in factors],
+                       kept=self.kept[row["block"]])
         return rows
+
+
+def channel_widths(source: ArchConfig, pruned: MDPNet) -> list[dict]:
+    """Per prunable block of ``pruned``: its index and type, and the width of each of its channel sets in
+    ``source`` and in ``pruned``: ``channels_before``/``channels_after`` for the output, ``mid_before``/
+    ``mid_after`` for a residual block's middle."""
+    rows = []
+    for index, module in pruned.prunable_blocks():
+        before, after = source.blocks[index], pruned.config.blocks[index]
+        row = {"block": index, "type": before.type, "channels_before": before.out, "channels_after": after.out}
+        for name in dict.fromkeys(u.channels for u in module.channel_layout().units):
+            if name != "out":
+                row.update({f"{name}_before": getattr(before, name), f"{name}_after": getattr(after, name)})
+        rows.append(row)
+    return rows
 
 
 def channel_groups(model: MDPNet) -> tuple[list[Group], dict[int, dict[str, int | None]], list[int | None]]:

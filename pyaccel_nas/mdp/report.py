@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -18,11 +19,12 @@ from pyaccel_nas.mdp.layers import MDPNet  # noqa: E402
 
 
 @torch.inference_mode()
-def cpu_latency_ms(models: list[MDPNet], batch: int = 64, repeats: int = 10, channels_last: bool = True) -> list[float]:
-    """Per model, the wall time (ms) of one eval-mode forward pass over ``batch`` random inputs on the CPU
-    with torch's current thread count: the fastest of ``repeats`` after a warm-up pass (on a shared machine
-    the fastest run is the one least disturbed by other work; medians there measure the load). The models
-    take turns, so a change in the load falls on all of them alike.
+def cpu_latency_ms(models: list[MDPNet], batch: int = 64, repeats: int = 20, channels_last: bool = True,
+                   threads: int | None = None) -> list[dict[str, float]]:
+    """Per model, the wall time (ms) of one eval-mode forward pass over ``batch`` random inputs on the CPU,
+    with ``threads`` torch threads (default: the current count): ``median``, ``min`` and ``max`` over
+    ``repeats`` passes after a warm-up pass. The models take turns, pass by pass, so a change in the
+    machine's load falls on all of them alike; the median is the figure to compare, the range its spread.
 
     With ``channels_last`` (else NCHW), inputs and weights are channels-last (channels_last_3d for 3-D
     networks): how a CPU deployment runs, oneDNN's convolutions working in it natively. It is as fast as NCHW
@@ -36,42 +38,58 @@ def cpu_latency_ms(models: list[MDPNet], batch: int = 64, repeats: int = 10, cha
     models = [copy.deepcopy(m).eval().to(memory_format=layout(m)) for m in models]
     inputs = [torch.randn(batch, m.config.in_channels, *m.config.input_size).contiguous(memory_format=layout(m))
               for m in models]
-    for model, x in zip(models, inputs):
-        model(x)
-    times: list[list[float]] = [[] for _ in models]
-    for _ in range(repeats):
-        for model, x, spent in zip(models, inputs, times):
-            start = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or previous_threads)
+    try:
+        for model, x in zip(models, inputs):
             model(x)
-            spent.append(time.perf_counter() - start)
-    return [1000 * min(spent) for spent in times]
+        times: list[list[float]] = [[] for _ in models]
+        for _ in range(repeats):
+            for model, x, spent in zip(models, inputs, times):
+                start = time.perf_counter()
+                model(x)
+                spent.append(1000 * (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(previous_threads)
+    return [{"median": statistics.median(spent), "min": min(spent), "max": max(spent)} for spent in times]
 
 
 def plot_report(report: dict, path: str | Path) -> Path:
-    """Per prunable block: channels before and after (a residual block's middle and output channels side by
-    side), and the chosen resolution factor."""
+    """Per prunable block: channels before and after MDP (a residual block's middle and output channels side
+    by side) and after the channel-only arm, if the report has one; and MDP's chosen resolution factor."""
     blocks = report["blocks"]
-    layers = []  # (label, before, after)
-    for b in blocks:
+    arms = {"before": blocks, "MDP": blocks}
+    if "channel_only" in report:
+        arms["channel-only"] = report["channel_only"]["blocks"]
+    layers = []  # (label, {arm: channels})
+    for index, b in enumerate(blocks):
+        rows = {arm: arm_blocks[index] for arm, arm_blocks in arms.items()}
         if b["type"] == "residual":
-            layers.append((f"{b['block']} mid", b["mid_before"], b["mid_after"]))
-        layers.append((f"{b['block']} out", b["channels_before"], b["channels_after"]))
-    fig, (channels_ax, factor_ax) = plt.subplots(2, 1, figsize=(max(6.0, 0.3 * len(layers) + 2), 6.5))
-    positions = range(len(layers))
-    channels_ax.bar([p - 0.2 for p in positions], [before for _, before, _ in layers], 0.4, label="before")
-    channels_ax.bar([p + 0.2 for p in positions], [after for _, _, after in layers], 0.4, label="after")
-    channels_ax.set_xticks(list(positions), [label for label, _, _ in layers], rotation=60, fontsize=7)
+            layers.append((f"{b['block']} mid", {arm: row["mid_before" if arm == "before" else "mid_after"]
+                                                 for arm, row in rows.items()}))
+        layers.append((f"{b['block']} out", {arm: row["channels_before" if arm == "before" else "channels_after"]
+                                             for arm, row in rows.items()}))
+    fig, (channels_ax, factor_ax) = plt.subplots(2, 1, figsize=(max(6.0, 0.4 * len(layers) + 2), 6.5))
+    width = 0.8 / len(arms)
+    for offset, arm in enumerate(arms):
+        channels_ax.bar([p + (offset - (len(arms) - 1) / 2) * width for p in range(len(layers))],
+                        [widths[arm] for _, widths in layers], width, label=arm)
+    channels_ax.set_xticks(range(len(layers)), [label for label, _ in layers], rotation=60, fontsize=7)
     channels_ax.set_ylabel("channels")
     channels_ax.legend()
-    channels_ax.set_title(
-        f"{report['config']['model']} on {report['dataset']['name']}: MACs /{report['macs_reduction']:.2f}, "
-        f"CPU speed-up x{report['speedup']:.2f}\ntest accuracy {100 * report['accuracy']['before']:.2f} (unpruned) "
-        f"-> {100 * report['accuracy']['after']:.2f} (pruned)", fontsize=10)
+    title = (f"{report['config']['model']} on {report['dataset']['name']}, test accuracy unpruned "
+             f"{100 * report['accuracy']['before']:.2f}\nMDP: MACs /{report['macs_reduction']:.2f}, CPU speed-up x"
+             f"{report['speedup']:.2f}, accuracy {100 * report['accuracy']['after']:.2f}")
+    if "channel_only" in report:
+        arm = report["channel_only"]
+        title += (f"; channel-only: MACs /{arm['macs_reduction']:.2f}, speed-up x{arm['speedup']:.2f}, "
+                  f"accuracy {100 * arm['accuracy']:.2f}")
+    channels_ax.set_title(title, fontsize=9)
     reduction = [math.prod(b["factor"]) for b in blocks]
     factor_ax.bar(range(len(blocks)), reduction, 0.6, color="tab:green")
     for p, b in enumerate(blocks):
         factor_ax.annotate("x".join(map(str, b["factor"])), (p, reduction[p]), ha="center", va="bottom", fontsize=8)
-    factor_ax.set_ylabel("resolution reduction\n(product of factors)")
+    factor_ax.set_ylabel("MDP's resolution reduction\n(product of factors)")
     factor_ax.set_xticks(range(len(blocks)), [f"{b['block']} {b['type']}" for b in blocks], rotation=60, fontsize=7)
     factor_ax.set_xlabel("block")
     fig.tight_layout()
