@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from pyaccel_nas.bench.build import BenchConfig, sample_architectures
-from pyaccel_nas.bench.study import efficient_frontier, setting_groups, study_table
+from pyaccel_nas.bench.study import efficient_frontier, setting_groups, study_markdown, study_table
 from pyaccel_nas.bench.table import TABLE_FORMAT, TableError, load_table, write_table
 from pyaccel_nas.cli import main
 from pyaccel_nas.econas.proxy import Proxy
@@ -113,6 +113,30 @@ def test_undefined_correlations_are_none(tmp_path):
     # 3 pairs: a correlation, but resamples that draw one architecture thrice leave the interval undefined
     assert points["c8r4s10e6", 6]["spearman"] == {"value": pytest.approx(1), "low": None, "high": None}
     assert points["c8r2s10e6", 6]["cost_vs_reference"] is not None  # what it cost is known all the same
+
+
+def test_paired_differences_are_scipy_s_paired_bootstrap(tmp_path):
+    rng = np.random.default_rng(SEED)
+    truth = list(rng.uniform(0.6, 0.9, ARCHITECTURES))
+    x, y = (np.array(truth) + rng.normal(0, sd, ARCHITECTURES) for sd in (0.02, 0.08))  # x ranks better
+    settings = {"c4r4s10e6": [_measurement({2: 0.1, 6: v}, 2_000) for v in x],
+                "c8r2s10e6": [_measurement({2: 0.1, 6: v}, 2_000) for v in y],
+                "c8r4s10e6": [_measurement({6: v}, 1_000) for v in y]}  # in no group with the others
+    result = study_table(load_table(_write(tmp_path / "t.jsonl", settings, truth)), resamples=400, seed=5)
+    (difference,) = result["differences"]
+    assert (difference["question"], difference["first"], difference["second"], difference["epochs"]) == (
+        "channels_vs_resolution", "c4r4s10e6", "c8r2s10e6", [6, 6])
+
+    def expected(a, b, t):
+        return stats.spearmanr(a, t).statistic - stats.spearmanr(b, t).statistic
+
+    interval = stats.bootstrap((x, y, truth), expected, paired=True, vectorized=False, n_resamples=400,
+                               method="percentile", rng=np.random.default_rng(5)).confidence_interval
+    assert difference["spearman_difference"] == {"value": pytest.approx(expected(x, y, truth)),
+                                                 "low": pytest.approx(interval.low),
+                                                 "high": pytest.approx(interval.high)}
+    assert 0 < difference["spearman_difference"]["low"]  # the better ranking shows, paired
+    assert "| channels vs resolution | s10e6, c x r = 16 | c4r4s10e6 - c8r2s10e6 |" in study_markdown(result)
 
 
 def test_cost_is_relative_to_the_reference_per_architecture(known):

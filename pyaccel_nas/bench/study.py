@@ -10,11 +10,14 @@ choice. An architecture whose evaluation failed under the setting or the referen
 
 From these points the study derives the efficient frontier (the points no cheaper-or-equal point matches
 or beats in Spearman) and the groups of settings that answer the EcoNAS questions at equal budget: fewer
-samples or fewer epochs at equal images seen, fewer channels or lower resolution at equal cost.
+samples or fewer epochs at equal images seen, fewer channels or lower resolution at equal cost; within each
+group, the difference in Spearman between every two settings, with a paired bootstrap interval.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import warnings
 from collections import defaultdict
 from fractions import Fraction
@@ -55,6 +58,7 @@ def study_table(table: BenchTable, *, resamples: int = 2000, seed: int = 0) -> d
         "points": points,
         "frontier": [{"setting": setting, "epoch": epoch} for setting, epoch in frontier],
         "groups": setting_groups(table.settings),
+        "differences": paired_differences(table, setting_groups(table.settings), resamples, seed),
     }
 
 
@@ -88,20 +92,57 @@ def _with_interval(statistic, x: list[float], y: list[float], resamples: int, se
     intervals over the same architectures use the same resamples, and each one is reproducible alone. The
     interval is None where some resample ranks every architecture equal (likely with 6 architectures
     or fewer: scipy then gives NaN bounds)."""
+    return _bootstrapped(lambda a, b: rank_correlation(statistic, a, b), (x, y), resamples, seed)
+
+
+def _bootstrapped(function, samples: tuple[list[float], ...], resamples: int, seed: int) -> dict:
+    """``function(*samples)`` (None where undefined) with its percentile bootstrap interval, resampling the
+    architectures: the same indices in every sequence of ``samples``."""
     with warnings.catch_warnings():
         # a constant ranking makes the correlation NaN, reported as None: the warning adds nothing
         warnings.simplefilter("ignore", stats.ConstantInputWarning)
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        value = rank_correlation(statistic, x, y)
+        value = function(*samples)
         if value is None:
             return {"value": None, "low": None, "high": None}
-        interval = stats.bootstrap((x, y), lambda a, b: statistic(a, b).statistic, paired=True, vectorized=False,
-                                   n_resamples=resamples, confidence_level=CONFIDENCE, method="percentile",
-                                   rng=np.random.default_rng(seed)).confidence_interval
+        interval = stats.bootstrap(samples, lambda *resampled: _nan_if_none(function(*resampled)), paired=True,
+                                   vectorized=False, n_resamples=resamples, confidence_level=CONFIDENCE,
+                                   method="percentile", rng=np.random.default_rng(seed)).confidence_interval
     low, high = float(interval.low), float(interval.high)
     if np.isnan(low) or np.isnan(high):
         return {"value": value, "low": None, "high": None}
     return {"value": value, "low": low, "high": high}
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def paired_differences(table: BenchTable, groups: dict[str, list[dict]], resamples: int, seed: int) -> list[dict]:
+    """For each pair of settings within a group of :func:`setting_groups`, each at its last recorded epoch:
+    the Spearman of the first minus that of the second, over the architectures scored under both, with a
+    paired bootstrap interval (both correlations computed on the same resampled architectures). Whether
+    one trade-off ranks better than the other is this difference's sign; an interval that holds 0 says the
+    table cannot tell them apart."""
+    differences = []
+    for question, question_groups in groups.items():
+        for group in question_groups:
+            for first, second in itertools.combinations(group["settings"], 2):
+                last = {name: _recorded_epochs(table, name)[-1] for name in (first, second)}
+                rows = [(a.settings[first].val[last[first]], a.settings[second].val[last[second]], a.reference.test)
+                        for a in table.architectures
+                        if all(_scored(a.settings[name], last[name], a.reference) for name in (first, second))]
+                columns = tuple(map(list, zip(*rows))) if rows else ([], [], [])
+
+                def difference(x, y, truth):
+                    rho_x, rho_y = (rank_correlation(stats.spearmanr, v, truth) for v in (x, y))
+                    return None if rho_x is None or rho_y is None else rho_x - rho_y
+
+                differences.append({"question": question, "group": group["label"], "first": first,
+                                    "second": second, "epochs": [last[first], last[second]],
+                                    "architectures": len(rows),
+                                    "spearman_difference": _bootstrapped(difference, columns, resamples, seed)})
+    return differences
 
 
 def efficient_frontier(points: list[dict]) -> list[dict]:
@@ -168,6 +209,13 @@ def study_markdown(result: dict) -> str:
         cost = "n/a" if p["cost_vs_reference"] is None else f"{p['cost_vs_reference']:.3g}"
         lines.append(f"| {p['setting']} | {p['epoch']} | {cost} | {_estimate(p['spearman'])} | "
                      f"{_estimate(p['kendall'])} | {p['architectures']} | {'yes' if p['on_frontier'] else ''} |")
+    if result["differences"]:
+        lines += ["", f"Trade-offs at equal budget, each setting at its last epoch: Spearman of the first minus the "
+                      f"second, with a paired {level} bootstrap interval (an interval holding 0: no difference shown).",
+                  "", "| question | group | first - second | Spearman difference [CI] | n |", "| --- | --- | --- | --- | ---: |"]
+        for d in result["differences"]:
+            lines.append(f"| {d['question'].replace('_', ' ')} | {d['group']} | {d['first']} - {d['second']} | "
+                         f"{_estimate(d['spearman_difference'])} | {d['architectures']} |")
     lines += ["", "n/a: undefined, over fewer than 3 architectures or a ranking of all equal; an interval also where "
                   "a resample ranks all equal (likely with 6 architectures or fewer)."]
     return "\n".join(lines) + "\n"
