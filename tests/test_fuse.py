@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import logging
 from collections import OrderedDict
 
@@ -40,29 +41,30 @@ def forward_backward(model: nn.Module, x: torch.Tensor):
     return out, x.grad
 
 
-def fuse_and_check(model: nn.Module, x: torch.Tensor, expected: list[str], *, same_grads: bool = True) -> nn.Module:
-    """Fuses ``model`` in place and checks it against an unfused copy: the fused sites, state_dict keys and
-    values, Parameter objects, and outputs in eval and train mode (and gradients, unless a bias was folded).
-    Returns the unfused copy."""
+def fuse_and_check(model: nn.Module, x: torch.Tensor, expected: list[str]) -> nn.Module:
+    """Fuses ``model`` in place and checks it against an unfused copy: the fused sites, the state_dict (the
+    same keys and values), Parameter objects, and outputs and gradients in eval and train mode. Returns the
+    unfused copy."""
     original = copy.deepcopy(model)
     params = list(model.parameters())  # the copy's parameters, in the same order, are their twins
     params_before = {id(p) for p in params}
     assert pnn.find_fusable(model) == expected
     assert pnn.fuse_modules(model) is model
-    fused_names = [name for name, m in model.named_modules() if isinstance(m, pnn.SepConv2d)]
+    fused_names = [name for name, m in model.named_modules() if isinstance(m, pnn.FusedSepConv2d)]
     assert fused_names == expected
     for name in expected:
         sep = model.get_submodule(name)
-        # The convolutions' own weight Parameters, not copies.
-        assert id(sep.dw_weight) in params_before and id(sep.pw_weight) in params_before
-        assert sep.dw_weight is not sep.pw_weight
-    # Only the absorbed convolutions' keys go; every other key keeps its name and value.
+        # The convolutions' own Parameters, not copies; the pointwise one's in the module after the fused one.
+        assert id(sep.weight) in params_before and id(sep.pointwise.weight) in params_before
+        parent = model.get_submodule(name.rpartition(".")[0])
+        entries = list(parent._modules.values())
+        following = entries[entries.index(sep) + 1]
+        assert following is sep.pointwise and isinstance(following, pnn.FusedPointwise)
+    assert [id(p) for p in model.parameters()] == [id(p) for p in params]  # every Parameter, in order
+    # The state_dict is the unfused model's, key for key and value for value.
     before, after = original.state_dict(), model.state_dict()
-    for key in set(before) - set(after):
-        assert isinstance(original.get_submodule(key.rpartition(".")[0]), nn.Conv2d), key
-    for key, value in after.items():
-        if not any(key.startswith(name + ".") for name in expected):
-            assert torch.equal(value, before[key]), key
+    assert list(after) == list(before)
+    assert all(torch.equal(after[key], value) for key, value in before.items())
 
     for train in (False, True):
         original.train(train)
@@ -74,20 +76,16 @@ def fuse_and_check(model: nn.Module, x: torch.Tensor, expected: list[str], *, sa
         assert out.is_contiguous(memory_format=torch.channels_last) == out_ref.is_contiguous(
             memory_format=torch.channels_last
         )
-        if same_grads:
-            assert_close(x_grad, x_grad_ref)
-            kept = {id(p) for p in model.parameters()}
-            for p, p_ref in zip(params, original.parameters(), strict=True):
-                if id(p) in kept:
-                    assert_close(p.grad, p_ref.grad)
-    # BatchNorm running statistics after training mode; keys under the fused sites are new.
+        assert_close(x_grad, x_grad_ref)
+        for p, p_ref in zip(params, original.parameters(), strict=True):
+            assert_close(p.grad, p_ref.grad)
+    # BatchNorm running statistics after training mode
     after = model.state_dict()
     for key, value in original.state_dict().items():
-        if key in after and not any(key.startswith(name + ".") for name in expected):
-            if value.is_floating_point():
-                assert_close(after[key], value)
-            else:
-                assert torch.equal(after[key], value), key
+        if value.is_floating_point():
+            assert_close(after[key], value)
+        else:
+            assert torch.equal(after[key], value), key
     return original
 
 
@@ -119,10 +117,11 @@ def test_mobilenet_like_sequential(dtype):
     model = mobilenet_like().to(dtype)
     fuse_and_check(model, randn(2, 3, 12, 12, dtype=dtype), ["3", "7", "10"])
     assert [type(m).__name__ for m in model] == [
-        "Conv2d", "BatchNorm2d", "Identity", "SepConv2d", "Identity", "BatchNorm2d", "Identity", "SepConv2d", "Identity",
-        "BatchNorm2d", "SepConv2d", "Identity", "ReLU", "AdaptiveAvgPool2d", "Flatten", "Linear",
+        "Conv2d", "BatchNorm2d", "Identity", "FusedSepConv2d", "FusedPointwise", "BatchNorm2d", "Identity",
+        "FusedSepConv2d", "FusedPointwise", "BatchNorm2d", "FusedSepConv2d", "FusedPointwise", "ReLU",
+        "AdaptiveAvgPool2d", "Flatten", "Linear",
     ]  # fmt: skip
-    assert [(m.stride, m.padding, m.dilation, m.pre_relu, m.bias is not None) for m in (model[3], model[7])] == [
+    assert [(m.stride, m.padding, m.dilation, m.pre_relu, m.pointwise.bias is not None) for m in (model[3], model[7])] == [
         ((1, 1), (1, 1), (1, 1), True, False),
         ((2, 2), (1, 1), (1, 1), True, True),
     ]
@@ -147,7 +146,7 @@ def test_nested_sequentials_and_named_entries():
     torch.manual_seed(0)
     model = Nested()
     fuse_and_check(model.double(), randn(2, 3, 9, 9), ["body.0.1", "body.1.0.0", "head.depthwise"])
-    assert isinstance(model.head.act, nn.Identity) and isinstance(model.head.pointwise, nn.Identity)
+    assert isinstance(model.head.act, nn.Identity) and isinstance(model.head.pointwise, pnn.FusedPointwise)
     assert model.get_submodule("body.1.0.0").pre_relu is False
 
 
@@ -188,21 +187,64 @@ def test_package_darts_ops_are_left_alone():
 
 
 @pytest.mark.parametrize("pw_bias", [False, True])
-def test_depthwise_bias_is_folded_into_pointwise_bias(pw_bias):
+def test_depthwise_bias_keeps_its_parameter_and_trains(pw_bias):
     torch.manual_seed(0)
     model = nn.Sequential(nn.ReLU(), dw(3, padding=1, bias=True), pw(3, 5, bias=pw_bias)).double()
-    dw_bias, pw_weight = model[1].bias.detach().clone(), model[2].weight.detach().clone()
-    expected_bias = pw_weight[:, :, 0, 0] @ dw_bias + (model[2].bias.detach() if pw_bias else 0)
-    fuse_and_check(model, randn(2, 3, 6, 6), ["1"], same_grads=False)
-    assert torch.allclose(model[1].bias, expected_bias, rtol=0, atol=1e-15)
-    assert model[1].bias.requires_grad
+    dw_bias, pw_bias_param = model[1].bias, model[2].bias
+    fuse_and_check(model, randn(2, 3, 6, 6), ["1"])  # gradients of both biases included
+    assert model[1].bias is dw_bias and model[2].bias is pw_bias_param
 
 
 def test_pointwise_bias_is_the_same_parameter():
     model = nn.Sequential(dw(3, padding=1), pw(3, 5, bias=True))
     bias = model[1].bias
     pnn.fuse_modules(model)
-    assert model[0].bias is bias
+    assert model[1].bias is bias and model[0].bias is None
+
+
+def test_checkpoints_load_strictly_both_ways_with_the_original_darts_ops():
+    """A checkpoint of the unmodified DARTS code loads into the fused model and the other way round, so
+    fusing before or after loading makes no difference."""
+    x = randn(2, 4, 10, 10)
+    torch.manual_seed(1)
+    trained = DartsCell(darts_original, 1).double()  # stands for a checkpoint of the user's DARTS code
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(randn(*p.shape, seed=p.numel()))
+    expected = trained.eval()(x)
+
+    torch.manual_seed(2)
+    fused = pnn.fuse_modules(DartsCell(darts_original, 1).double())
+    fused.load_state_dict(trained.state_dict(), strict=True)
+    assert_close(fused.eval()(x), expected)
+
+    torch.manual_seed(3)
+    unfused = DartsCell(darts_original, 1).double()
+    unfused.load_state_dict(fused.state_dict(), strict=True)
+    assert_close(unfused.eval()(x), expected)
+    # a file, as a training script writes it
+    buffer = io.BytesIO()
+    torch.save(fused.state_dict(), buffer)
+    buffer.seek(0)
+    unfused.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
+
+
+def test_fused_model_copies_moves_compiles_and_exports():
+    torch.manual_seed(0)
+    model = pnn.fuse_modules(mobilenet_like()).eval()
+    x = randn(2, 3, 12, 12, dtype=torch.float32)
+    expected = model(x)
+    twin = copy.deepcopy(model)
+    assert twin[3].pointwise is twin[4] and twin[4] is not model[4]  # the copy reads its own pointwise conv
+    with torch.no_grad():
+        twin[4].weight.mul_(2)
+    assert not torch.allclose(twin(x), expected)
+    double = copy.deepcopy(model).double()
+    assert double[3].pointwise.weight.dtype == torch.float64
+    assert_close(double(x.double()).float(), expected)
+    assert_close(torch.compile(model, fullgraph=True, backend="eager")(x), expected)
+    program = torch.export.export(model, (x,))
+    assert_close(program.module()(x), expected)
 
 
 @pytest.mark.parametrize(
@@ -307,7 +349,7 @@ def test_shared_sequential_is_fused_once():
     x = randn(2, 3, 6, 6)
     expected = copy.deepcopy(model).eval()(x)
     pnn.fuse_modules(model)
-    assert model[0] is model[2] and isinstance(model[2][1], pnn.SepConv2d)
+    assert model[0] is model[2] and isinstance(model[2][1], pnn.FusedSepConv2d)
     assert_close(model.eval()(x), expected)
 
 
@@ -321,8 +363,8 @@ def test_second_call_fuses_nothing_and_counts_are_logged(caplog):
     assert repr(model) == fused_repr
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
-        "fuse_modules: fused 3 sequence(s) into SepConv2d: ['3', '7', '10']",
-        "fuse_modules: fused 0 sequence(s) into SepConv2d: []",
+        "fuse_modules: fused 3 sequence(s): ['3', '7', '10']",
+        "fuse_modules: fused 0 sequence(s): []",
     ]
 
 
@@ -332,7 +374,7 @@ def test_fused_model_runs_reference_ops_too():
     x = randn(2, 3, 12, 12)
     fused = model(x)
     assert_close(pnn.set_fused(model, False)(x), fused)
-    assert all(not m.fused for m in model.modules() if isinstance(m, pnn.SepConv2d))
+    assert all(not m.fused for m in model.modules() if isinstance(m, pnn.FusedSepConv2d))
 
 
 def test_training_mode_is_kept():

@@ -8,7 +8,7 @@
 
 from pyaccel_nas.nn.counting import count_macs, count_parameters
 from pyaccel_nas.nn.darts import DilConv, SepConv
-from pyaccel_nas.nn.fuse import find_fusable, fuse_modules
+from pyaccel_nas.nn.fuse import FusedPointwise, FusedSepConv2d, find_fusable, fuse_modules
 from pyaccel_nas.nn.fusable import FusableModule, set_fused
 from pyaccel_nas.nn.gate import ChannelGate
 from pyaccel_nas.nn.multires import MultiResSum
@@ -18,6 +18,8 @@ __all__ = [
     "ChannelGate",
     "DilConv",
     "FusableModule",
+    "FusedPointwise",
+    "FusedSepConv2d",
     "MultiResSum",
     "SepConv",
     "SepConv2d",

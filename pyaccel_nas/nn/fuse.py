@@ -1,8 +1,13 @@
-"""fuse_modules: rewrite ReLU -> depthwise conv -> 1x1 conv sequences of a model into SepConv2d modules.
+"""fuse_modules: rewrite ReLU -> depthwise conv -> 1x1 conv sequences of a model into one fused op each.
 
 Only plain building blocks are rewritten, where the rewrite provably keeps the outputs: exactly
 ``nn.ReLU`` and ``nn.Conv2d`` (subclasses may change the forward), adjacent in a ``nn.Sequential`` whose
 forward is Sequential's own, with no hooks on the absorbed modules (fusing would drop them).
+
+A fused model must stay a drop-in for the user's own code, checkpoints included: the depthwise conv's
+place takes a :class:`FusedSepConv2d` and the pointwise conv's a :class:`FusedPointwise`, each holding the
+replaced conv's own Parameters under the conv's names (``weight``, ``bias``). The state_dict is the
+unfused model's, key for key, so a checkpoint loads strictly into either, whether fused before or after.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import torch
 from torch import nn
 
 from pyaccel_nas.nn.darts import DilConv, SepConv
-from pyaccel_nas.nn.sep_conv import SepConv2d
+from pyaccel_nas.nn.fusable import FusableModule
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +31,7 @@ _ALREADY_FUSED = (SepConv, DilConv)
 class _Site:
     """A fusable run in ``seq``: depthwise conv at ``index``, 1x1 conv after it, ReLU before it if ``relu``."""
 
-    name: str  # qualified name of the depthwise conv, where the SepConv2d goes
+    name: str  # qualified name of the depthwise conv, where the FusedSepConv2d goes
     seq: nn.Sequential
     index: int
     relu: bool
@@ -101,56 +106,76 @@ def _sites(model: nn.Module) -> list[_Site]:
     return sites
 
 
-def _folded_bias(depthwise: nn.Conv2d, pointwise: nn.Conv2d) -> nn.Parameter | None:
-    """The pointwise bias with the depthwise bias moved through the pointwise conv: b_pw + W_pw @ b_dw."""
-    if depthwise.bias is None:
-        return pointwise.bias
-    with torch.no_grad():
-        folded = pointwise.weight.flatten(1) @ depthwise.bias
-        if pointwise.bias is not None:
-            folded += pointwise.bias
-    trainable = depthwise.bias.requires_grad or (pointwise.bias is not None and pointwise.bias.requires_grad)
-    return nn.Parameter(folded, requires_grad=trainable)
+class FusedPointwise(nn.Module):
+    """In the pointwise conv's place after :func:`fuse_modules`: holds its ``weight`` (and ``bias``) under the
+    conv's names and passes its input through; the :class:`FusedSepConv2d` before it has applied them."""
+
+    def __init__(self, pointwise: nn.Conv2d) -> None:
+        super().__init__()
+        self.weight = pointwise.weight
+        self.register_parameter("bias", pointwise.bias)
+        self.out_channels = pointwise.out_channels
+        self.train(pointwise.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.out_channels}, applied by the FusedSepConv2d before it"
 
 
-def _sep_conv2d(depthwise: nn.Conv2d, pointwise: nn.Conv2d, pre_relu: bool) -> SepConv2d:
-    """A SepConv2d holding the convolutions' own weight Parameters (and their bias, folded)."""
-    bias = _folded_bias(depthwise, pointwise)
-    fused = SepConv2d(
-        depthwise.in_channels,
-        pointwise.out_channels,
-        depthwise.kernel_size,
-        depthwise.stride,
-        _int_padding(depthwise),
-        depthwise.dilation,
-        bias=bias is not None,
-        pre_relu=pre_relu,
-        device="meta",  # placeholders, replaced by the convolutions' parameters below
-    )
-    fused.dw_weight, fused.pw_weight, fused.bias = depthwise.weight, pointwise.weight, bias
-    return fused.train(depthwise.training)
+class FusedSepConv2d(FusableModule):
+    """In the depthwise conv's place after :func:`fuse_modules`: ``[ReLU ->] depthwise -> pointwise`` as one
+    ``sep_conv2d``. Its ``weight`` (and ``bias``) are the depthwise conv's, under its names; the pointwise
+    conv's are read from ``pointwise``, the :class:`FusedPointwise` in that conv's place (a reference, not a
+    child: its parameters save under its own name). A depthwise bias goes through the pointwise conv as
+    part of the pointwise bias, ``b_pw + W_pw @ b_dw``, so both biases keep training as they did."""
+
+    def __init__(self, depthwise: nn.Conv2d, pointwise: FusedPointwise, pre_relu: bool) -> None:
+        super().__init__()
+        self.weight = depthwise.weight
+        self.register_parameter("bias", depthwise.bias)
+        self.in_channels, self.out_channels = depthwise.in_channels, pointwise.out_channels
+        self.kernel_size, self.stride, self.dilation = depthwise.kernel_size, depthwise.stride, depthwise.dilation
+        self.padding = _int_padding(depthwise)
+        self.pre_relu = pre_relu
+        object.__setattr__(self, "pointwise", pointwise)  # bypasses nn.Module's child registration
+        self.train(depthwise.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pointwise = self.pointwise
+        bias = pointwise.bias
+        if self.bias is not None:
+            moved = pointwise.weight.flatten(1) @ self.bias
+            bias = moved if bias is None else bias + moved
+        return self.ops.sep_conv2d(x, self.weight, pointwise.weight, bias, stride=self.stride, padding=self.padding,
+                                   dilation=self.dilation, pre_relu=self.pre_relu)
+
+    def _repr_fields(self) -> list[str]:
+        return [f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}", f"stride={self.stride}",
+                f"padding={self.padding}", f"dilation={self.dilation}", f"pre_relu={self.pre_relu}"]
 
 
 def find_fusable(model: nn.Module) -> list[str]:
-    """Qualified names of the depthwise convs :func:`fuse_modules` would fuse (where the SepConv2d goes)."""
+    """Qualified names of the depthwise convs :func:`fuse_modules` would fuse (where a FusedSepConv2d goes)."""
     return [site.name for site in _sites(model)]
 
 
 def fuse_modules(model: nn.Module) -> nn.Module:
     """Rewrites, in place, each ``[nn.ReLU ->] depthwise nn.Conv2d -> 1x1 nn.Conv2d`` run inside any
-    ``nn.Sequential`` of ``model`` (recursively) into one :class:`SepConv2d`; returns ``model``.
+    ``nn.Sequential`` of ``model`` (recursively) into one fused ``sep_conv2d``; returns ``model``.
 
     What is fused:
       * depthwise: ``groups == in_channels == out_channels``, zero padding given as ints (or "valid"; "same"
-        is skipped), any kernel, stride, padding and dilation;
-      * pointwise, right after it: 1x1, stride 1, padding 0, dilation 1, groups 1;
+        is skipped), any kernel, stride, padding and dilation, with or without bias;
+      * pointwise, right after it: 1x1, stride 1, padding 0, dilation 1, groups 1, with or without bias;
       * a ``nn.ReLU`` right before the depthwise conv is absorbed (``pre_relu=True``); without one,
         ``pre_relu=False``.
 
-    The SepConv2d takes the depthwise conv's place and holds the convolutions' own weight Parameters, so
-    optimizers and tied weights still see them. The absorbed ReLU and the 1x1 conv become ``nn.Identity``, so
-    every other module keeps its index and state_dict keys. A depthwise bias is folded into the pointwise
-    bias (a new Parameter): outputs are unchanged, but training then updates the folded bias. DARTS
+    The depthwise conv becomes a :class:`FusedSepConv2d` that runs the whole sequence, the pointwise conv a
+    :class:`FusedPointwise`, the absorbed ReLU an ``nn.Identity``: every module keeps its index, every
+    Parameter object stays (optimizers and tied weights still see them) and the state_dict keeps every key
+    and value, so checkpoints load strictly into the fused and the unfused model alike. DARTS
     :class:`SepConv`/:class:`DilConv` of this package already run fused and are left alone. Calling this
     again fuses nothing new.
 
@@ -163,8 +188,10 @@ def fuse_modules(model: nn.Module) -> nn.Module:
     sites = _sites(model)
     for site in sites:
         seq, i = site.seq, site.index
-        seq[i] = _sep_conv2d(seq[i], seq[i + 1], pre_relu=site.relu)
-        for j in (i - 1, i + 1) if site.relu else (i + 1,):
-            seq[j] = nn.Identity().train(seq[j].training)
-    logger.info("fuse_modules: fused %d sequence(s) into SepConv2d: %s", len(sites), [s.name for s in sites])
+        pointwise = FusedPointwise(seq[i + 1])
+        seq[i] = FusedSepConv2d(seq[i], pointwise, pre_relu=site.relu)
+        seq[i + 1] = pointwise
+        if site.relu:
+            seq[i - 1] = nn.Identity().train(seq[i - 1].training)
+    logger.info("fuse_modules: fused %d sequence(s): %s", len(sites), [s.name for s in sites])
     return model
