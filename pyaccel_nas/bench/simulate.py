@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import random
 
+import numpy as np
+
 from pyaccel_nas.bench.table import Architecture, BenchTable, Measurement
 from pyaccel_nas.econas.evaluation import EvaluationResult, EvaluationTask
 from pyaccel_nas.econas.genotype import Genotype
@@ -38,6 +40,11 @@ class TableEvaluator:
         if not self.architectures:
             raise ValueError("the table has no architecture measured under every setting and the reference")
         self._by_genotype: dict[Genotype, Architecture] = {a.genotype: a for a in self.architectures}
+        # every architecture's edges as integer codes, one row each: a mutation's nearest architectures are
+        # then one vectorised comparison (a search mutates thousands of times)
+        self._edge_codes: dict[tuple, int] = {}
+        self._codes = np.array([self._encode(a.genotype) for a in self.architectures])
+        self._index = {a.genotype: i for i, a in enumerate(self.architectures)}
 
     def search_config(self, config: SearchConfig) -> SearchConfig:
         """``config`` for a search of this table: its proxy must be one of the table's settings; the data,
@@ -66,12 +73,22 @@ class TableEvaluator:
 
     def mutate(self, genotype: Genotype, rng: random.Random) -> Genotype:
         mutated = genotype.mutate(rng)
-        others = [a.genotype for a in self.architectures if a.genotype != genotype]
-        if not others:
+        if len(self.architectures) < 2:
             return genotype
-        distances = [_edges_apart(mutated, other) for other in others]
-        nearest = [g for g, d in zip(others, distances) if d == min(distances)]
+        # edges apart from the mutated genotype; never the parent itself
+        distances = (self._codes != np.array(self._encode(mutated, grow=False))).sum(axis=1)
+        if genotype in self._index:
+            distances[self._index[genotype]] = np.iinfo(distances.dtype).max
+        nearest = [self.architectures[i].genotype for i in np.flatnonzero(distances == distances.min())]
         return rng.choice(nearest)
+
+    def _encode(self, genotype: Genotype, grow: bool = True) -> list[int]:
+        """The genotype's edges (normal, then reduce cell) as codes; an edge no table architecture has is -1."""
+        edges = [tuple(edge) for edge in genotype.normal + genotype.reduce]
+        if grow:
+            for edge in edges:
+                self._edge_codes.setdefault(edge, len(self._edge_codes))
+        return [self._edge_codes.get(edge, -1) for edge in edges]
 
     def _result(self, task: EvaluationTask) -> EvaluationResult:
         if task.report_test:  # the final retraining: the table's reference
@@ -85,7 +102,3 @@ class TableEvaluator:
                                  f"(it has {sorted(measured.val)})")
             epochs, val, test = task.target_epochs, measured.val[task.target_epochs], None
         return EvaluationResult(task.key, task.network_id, task.genotype.to_dict(), val, test, epochs, None, 0.0)
-
-
-def _edges_apart(a: Genotype, b: Genotype) -> int:
-    return sum(x != y for x, y in zip(a.normal + a.reduce, b.normal + b.reduce))
