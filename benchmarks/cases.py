@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 import pyaccel_nas.ops as fused_ops
+from pyaccel_nas._extension import fallback_reason
 from pyaccel_nas.ops import reference
 
 IMPLS = ("eager", "compiled", "fused")
@@ -89,7 +90,10 @@ def _compiled(case: Case) -> Callable[..., torch.Tensor]:
 
 def make_step(case: Case, impl: str, pass_: str, device: str = "cpu") -> Callable[[], object]:
     """The zero-argument callable that benchmarks time: one forward, or one forward + backward, with the
-    case's tensors on ``device`` (CUDA steps only launch work: the timer synchronises)."""
+    case's tensors on ``device`` (CUDA steps only launch work: the timer synchronises). A "fused" step
+    whose op would run its reference instead of a compiled kernel is refused (:func:`require_kernels`)."""
+    if impl == "fused":
+        require_kernels((case.op,), device)
     fn = case.fn(impl)
     if pass_ == "forward":
         args = case.inputs(requires_grad=False, device=device)
@@ -108,6 +112,16 @@ def make_step(case: Case, impl: str, pass_: str, device: str = "cpu") -> Callabl
     else:
         raise ValueError(f"pass must be one of {PASSES}, got {pass_!r}")
     return step
+
+
+def require_kernels(ops, device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    """Refuses to time "fused" when the compiled kernels are not what would run: RuntimeError naming the
+    reason (a library that did not load, a source tree hiding the install, a dtype without a kernel)."""
+    reasons = {op: fallback_reason(op, torch.device(device).type, dtype) for op in ops}
+    missing = {op: reason for op, reason in reasons.items() if reason is not None}
+    if missing:
+        raise RuntimeError("refusing to time the fused ops: they would run their references, not the compiled "
+                           "kernels: " + "; ".join(f"{op}: {reason}" for op, reason in missing.items()))
 
 
 def set_threads() -> int:

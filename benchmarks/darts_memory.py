@@ -20,7 +20,9 @@ import sys
 
 import torch
 
+from benchmarks.cases import require_kernels
 from benchmarks.measure import saved_storages
+from pyaccel_nas._extension import OPS
 
 
 def _saved_bytes(fn) -> int:
@@ -35,6 +37,8 @@ def measure(proxy: str, channels: int, layers: int, batch: int, fused: bool) -> 
     from pyaccel_nas.econas.evaluation import DataSpec, proxied_dataset
     from pyaccel_nas.econas.proxy import Proxy
 
+    if fused:
+        require_kernels(OPS)
     config = DartsConfig(proxy=proxy, channels=channels, layers=layers, batch_size=batch, fused=fused)
     search = DartsSearch(config, proxied_dataset(DataSpec(config.dataset), Proxy.parse(proxy)))
     (x, y), (x_arch, y_arch) = (next(search.halves.batches(split, batch, generator=0)) for split in ("train", "val"))

@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from benchmarks import measure
+from benchmarks.cases import require_kernels
 from benchmarks.report import RESULTS_DIR, machine, slug, source_state
+from pyaccel_nas._extension import OPS
 from pyaccel_nas.econas.genotype import Genotype
 from pyaccel_nas.econas.network import Network, NetworkConfig
 from pyaccel_nas.econas.proxy import Proxy
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
 
+    require_kernels(OPS)
     proxy = Proxy.parse(args.proxy + "s0e1")
     x, y = batch(proxy, args.batch)
     reference = set_fused(build(proxy, args.layers), False)

@@ -6,7 +6,8 @@
 """
 
 from pyaccel_nas import nn, ops
+from pyaccel_nas._extension import KernelFallbackWarning
 from pyaccel_nas._info import info
 
 __version__ = "0.1.0"
-__all__ = ["info", "nn", "ops", "__version__"]
+__all__ = ["KernelFallbackWarning", "info", "nn", "ops", "__version__"]

@@ -2,24 +2,54 @@
 
 Importing ``_C`` runs its static ``TORCH_LIBRARY`` registrations, after which the ops live under
 ``torch.ops.pyaccel_nas``. If the library is missing or fails to load, the package still imports and every op
-runs its pure-PyTorch reference; ``pyaccel_nas.info()`` says why.
+runs its pure-PyTorch reference; ``pyaccel_nas.info()`` says why, and the first call that falls back on a
+CPU or CUDA tensor warns (:class:`KernelFallbackWarning`, once per op, device and dtype), so that a run is
+never slow without a word.
 """
 
 from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
 
 import torch
 
 OPS = ("sep_conv2d", "channel_gate", "multires_sum")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
+
+
+def _shadowed_install(package_dir: Path) -> Path | None:
+    """Another copy of the package on ``sys.path`` that has the compiled library, if any: the installed one
+    that a source tree without it hides (Python puts the current directory first on ``sys.path``)."""
+    for entry in sys.path:
+        candidate = Path(entry or ".").resolve() / "pyaccel_nas"
+        if candidate != package_dir and any(candidate.glob("_C.*")):
+            return candidate
+    return None
+
+
+def _load_error(exc: ImportError) -> str:
+    error = f"{type(exc).__name__}: {exc}"
+    package_dir = Path(__file__).resolve().parent
+    installed = None if any(package_dir.glob("_C.*")) else _shadowed_install(package_dir)
+    if installed is None:
+        return error
+    return (f"{error}. pyaccel_nas was imported from {package_dir}, a source tree without the compiled library, "
+            f"which hides the installed copy in {installed} (Python puts the current directory first on "
+            f"sys.path): run from another directory, or build the source tree in place with "
+            f"`pip install --no-build-isolation -e .`")
+
+
 try:
     from pyaccel_nas import _C
 
     LIBRARY_PATH: str | None = _C.__file__
     LOAD_ERROR: str | None = None
-except ImportError as exc:  # not built, or built against another torch
+except ImportError as exc:  # not built, built against another torch, or a source tree hiding the install
     LIBRARY_PATH = None
-    LOAD_ERROR = f"{type(exc).__name__}: {exc}"
+    LOAD_ERROR = _load_error(exc)
 
 LOADED = LOAD_ERROR is None
 
@@ -68,3 +98,24 @@ def fallback_reason(op: str, device_type: str, dtype: torch.dtype | None = None)
         return "this build has no CUDA kernels: it was built without CUDA; rebuild on a CUDA machine or with FORCE_CUDA=1"
     return f"no compiled kernel for device type '{device_type}'"
 
+
+
+class KernelFallbackWarning(UserWarning):
+    """An op runs its pure-PyTorch reference (slower) on a CPU or CUDA tensor; the message says why and the
+    fix. Warned once per op, device type and dtype; filter it with ``warnings.filterwarnings``."""
+
+
+_WARNED: set[tuple[str, str, torch.dtype]] = set()
+
+
+def warn_fallback(op: str, device_type: str, dtype: torch.dtype) -> None:
+    """Warns, the first time for this op, device type and dtype, that ``op`` runs its reference on a device
+    a proper build has kernels for. Not while torch.compile traces: the eager call warns, and a warning
+    inside the traced function would break the graph."""
+    key = (op, device_type, dtype)
+    if key in _WARNED or device_type not in DEVICE_KEYS or torch.compiler.is_compiling():
+        return
+    _WARNED.add(key)
+    warnings.warn(f"pyaccel_nas.ops.{op} runs its pure-PyTorch reference (slower) on {device_type} "
+                  f"{str(dtype).removeprefix('torch.')} tensors: {fallback_reason(op, device_type, dtype)}; "
+                  f"`pyaccel-nas info` lists what the build has", KernelFallbackWarning, stacklevel=4)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
 import pyaccel_nas
 from pyaccel_nas import _extension
 from pyaccel_nas.ops import _routing
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_info_reports_versions_and_cpu_kernels():
@@ -47,6 +52,62 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+    # never silently slow: the first fallback says so, once
+    assert result.stderr.count("KernelFallbackWarning") == 1, result.stderr
+    assert "sep_conv2d runs its pure-PyTorch reference (slower) on cpu float32 tensors" in result.stderr
+
+
+def test_a_source_tree_hiding_the_install_is_named_with_the_fix(tmp_path):
+    """Run from a checkout whose package has no compiled library, while an installed copy has one: the
+    fallback warning, info() and the benchmarks say what happened and what to do."""
+    source = tmp_path / "checkout"
+    shutil.copytree(ROOT / "pyaccel_nas", source / "pyaccel_nas", ignore=shutil.ignore_patterns("_C.*", "__pycache__"))
+    shutil.copytree(ROOT / "benchmarks", source / "benchmarks", ignore=shutil.ignore_patterns("results", "__pycache__"))
+    installed = tmp_path / "site-packages" / "pyaccel_nas"
+    installed.mkdir(parents=True)
+    (installed / "_C.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")  # only its presence matters
+    code = """
+import sys, warnings
+# as after a regular install: no editable-install finder that would map the package to the checkout's build
+sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+import torch, pyaccel_nas
+from pyaccel_nas.ops import channel_gate
+from benchmarks.cases import require_kernels
+print("error:", pyaccel_nas.info()["library"]["error"])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    channel_gate(torch.randn(2, 3, 4, 4), torch.rand(3))
+    channel_gate(torch.randn(2, 3, 4, 4), torch.rand(3))
+print("warned:", len(caught), caught[0].category.__name__, caught[0].message)
+try:
+    require_kernels(["channel_gate"])
+except RuntimeError as exc:
+    print("refused:", exc)
+"""
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site-packages")}
+    result = subprocess.run([sys.executable, "-c", code], cwd=source, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    hidden = f"imported from {source / 'pyaccel_nas'}, a source tree without the compiled library, which hides " \
+             f"the installed copy in {installed}"
+    assert hidden in result.stdout.splitlines()[0] and "run from another directory" in result.stdout
+    assert "warned: 1 KernelFallbackWarning pyaccel_nas.ops.channel_gate runs its pure-PyTorch reference" in result.stdout
+    assert "refused: refusing to time the fused ops" in result.stdout and hidden in result.stdout.splitlines()[-1]
+
+
+def test_fallback_warns_once_per_op_device_and_dtype(monkeypatch, recwarn):
+    from pyaccel_nas import ops
+
+    monkeypatch.setattr(_extension, "_WARNED", set())
+    x16, gate16 = torch.randn(2, 3, 4, 4, dtype=torch.bfloat16), torch.rand(3, dtype=torch.bfloat16)
+    for _ in range(3):
+        ops.channel_gate(x16, gate16)
+    ops.channel_gate(x16.half(), gate16.half())
+    ops.channel_gate(torch.randn(2, 3, 4, 4), torch.rand(3))  # a kernel: no warning
+    ops.channel_gate(x16.to("meta"), gate16.to("meta"))  # no device a build has kernels for: no warning
+    messages = [str(w.message) for w in recwarn.list if w.category is _extension.KernelFallbackWarning]
+    assert len(messages) == 2 and "bfloat16 tensors" in messages[0] and "float16 tensors" in messages[1]
+    assert "computes in float32, float64, not bfloat16" in messages[0]
 
 
 def test_cli_info_prints_kernels_and_json():

@@ -34,12 +34,12 @@ from pyaccel_nas.exec.files import write_json_atomically
 from pyaccel_nas.exec.process import available_cores
 from pyaccel_nas.mdp.arch import ArchConfig
 from pyaccel_nas.mdp.channel_only import channel_prune, require_torch_pruning
-from pyaccel_nas.mdp.export import fold_batchnorms, save_model
+from pyaccel_nas.mdp.export import save_model
 from pyaccel_nas.mdp.layers import MDPNet
 from pyaccel_nas.mdp.losses import branch_costs, branch_entropy, expected_cost, gate_l1, mdp_regulariser
 from pyaccel_nas.mdp.models import MODELS, load_plain_weights, model_config, over_parameterise
 from pyaccel_nas.mdp.prune import MacBudgetError, channel_widths, config_macs, prune, smallest_macs
-from pyaccel_nas.mdp.report import cpu_latency_ms, plot_report
+from pyaccel_nas.mdp.report import headline_latency_ms, latency_runs_ms, plot_report
 from pyaccel_nas.nn import count_macs, count_parameters
 from pyaccel_nas.provenance import machine, source_state
 from pyaccel_nas.training import ModelTrainer, TrainRecipe, accuracy
@@ -156,21 +156,6 @@ def _measure(model: MDPNet, dataset: Dataset) -> dict:
             "val_accuracy": accuracy(model, dataset, "val"), "accuracy": accuracy(model, dataset, "test")}
 
 
-def _latencies(models: dict[str, MDPNet], config: PruneConfig) -> tuple[list[dict], dict[str, dict[str, float]]]:
-    """Every model's CPU latency, BatchNorms folded as deployed, per thread count and layout (the models
-    taking turns); and per model its headline medians: ``cpu_latency_ms`` (channels-last) and
-    ``cpu_latency_ms_nchw`` at the last of ``config.latency_threads``."""
-    deployed = [fold_batchnorms(model) for model in models.values()]
-    runs = []
-    for threads in config.latency_threads:
-        for layout, channels_last in (("channels_last", True), ("nchw", False)):
-            measured = cpu_latency_ms(deployed, config.latency_batch, config.latency_repeats, channels_last, threads)
-            runs.append({"threads": threads, "layout": layout, "ms": dict(zip(models, measured))})
-    headline = {name: {"cpu_latency_ms": runs[-2]["ms"][name]["median"],
-                       "cpu_latency_ms_nchw": runs[-1]["ms"][name]["median"]} for name in models}
-    return runs, headline
-
-
 def _compared(before: dict, after: dict) -> dict:
     """How a pruned network compares with the unpruned one."""
     return {"macs_reduction": before["macs"] / after["macs"],
@@ -259,7 +244,8 @@ def run_prune(config: PruneConfig, out: str | Path, *, overwrite: bool = False, 
         measured["channel_only"] = _measure(channel_only, dataset)
         save_model(channel_only, out / "channel_only.pt")
 
-    latency_runs, headline = _latencies(models, config)
+    latency_runs = latency_runs_ms(models, config.latency_batch, config.latency_repeats, config.latency_threads)
+    headline = headline_latency_ms(latency_runs)
     for name in models:
         measured[name].update(headline[name])
     before, after = measured["before"], measured["after"]

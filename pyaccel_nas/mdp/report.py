@@ -6,6 +6,7 @@ import copy
 import math
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pyaccel_nas.exec.files import save_figure_atomically  # noqa: E402
+from pyaccel_nas.mdp.export import fold_batchnorms  # noqa: E402
 from pyaccel_nas.mdp.layers import MDPNet  # noqa: E402
 
 
@@ -52,6 +54,27 @@ def cpu_latency_ms(models: list[MDPNet], batch: int = 64, repeats: int = 20, cha
     finally:
         torch.set_num_threads(previous_threads)
     return [{"median": statistics.median(spent), "min": min(spent), "max": max(spent)} for spent in times]
+
+
+def latency_runs_ms(models: dict[str, MDPNet], batch: int, repeats: int, threads: Sequence[int]) -> list[dict]:
+    """Every model's CPU latency with BatchNorms folded, as deployed: per thread count in ``threads`` and
+    layout (channels-last, then NCHW), the :func:`cpu_latency_ms` statistics of each model by name, the
+    models taking turns."""
+    deployed = [fold_batchnorms(model) for model in models.values()]
+    runs = []
+    for count in threads:
+        for layout, channels_last in (("channels_last", True), ("nchw", False)):
+            measured = cpu_latency_ms(deployed, batch, repeats, channels_last, count)
+            runs.append({"threads": count, "layout": layout, "ms": dict(zip(models, measured))})
+    return runs
+
+
+def headline_latency_ms(runs: list[dict]) -> dict[str, dict[str, float]]:
+    """Per model of :func:`latency_runs_ms`' ``runs``: ``cpu_latency_ms`` (channels-last) and
+    ``cpu_latency_ms_nchw``, the medians at the last thread count measured."""
+    channels_last, nchw = runs[-2], runs[-1]
+    return {name: {"cpu_latency_ms": channels_last["ms"][name]["median"],
+                   "cpu_latency_ms_nchw": nchw["ms"][name]["median"]} for name in channels_last["ms"]}
 
 
 def plot_report(report: dict, path: str | Path) -> Path:

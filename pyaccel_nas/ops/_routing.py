@@ -9,7 +9,8 @@ One rule for every op, decided from one tensor argument of the call (the op says
   its PyTorch ops as it casts any model's (mixed dtypes included, which the argument checks would refuse).
 - ``REFERENCE`` otherwise (a device or dtype without a kernel, meta tensors, a library that failed to load,
   an argument that is not a tensor): the reference runs after the op's Python argument checks, so bad
-  input fails as on the kernel path. :func:`pyaccel_nas.info` says why a device or dtype has no kernel.
+  input fails as on the kernel path. On a CPU or CUDA tensor the first such call per op, device and dtype
+  warns why (:class:`~pyaccel_nas._extension.KernelFallbackWarning`); :func:`pyaccel_nas.info` says it too.
 
 Under torch.compile the fake tensors carry the real device and dtype, so a compiled graph calls the kernel
 wherever eager calls would.
@@ -48,4 +49,5 @@ def route(op: str, t) -> str:
     # torch.is_autocast_enabled raises for device types autocast does not know (meta tensors, for one)
     if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
         return AUTOCAST
+    _extension.warn_fallback(op, device_type, t.dtype)
     return REFERENCE
