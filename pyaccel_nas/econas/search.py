@@ -47,11 +47,12 @@ class SearchConfig(RunConfig):
     # MACs of training; the search stops before an evaluation would pass it
     budget: float | None = option("stop before the training cost passes this many MACs", None, parse=positive_float)
     seed: int = option("seed", 0)
-    initial: int = 16
+    initial: int = option("networks of the initial (random) population", 16)
     children: tuple[int, int, int] = (6, 5, 5)  # per cycle; hierarchical: parents from the E, 2E, 3E tiers
-    promote: tuple[int, int] = (8, 4)  # hierarchical: from the E tier and from the 2E tier, per cycle
+    promote: tuple[int, int] = option("hierarchical: networks promoted per cycle from the E tier to 2E and from "
+                                      "the 2E tier to 3E, comma-separated", (8, 4))
     age: int = 10  # hierarchical: cycles without training before a network dies
-    tournament: int = 4
+    tournament: int = option("evolution, hierarchical: networks drawn per tournament to pick a parent", 4)
     channels: int = option("channels of the first cells before the proxy divides them", 36)
     layers: int = option("cells in the network", 20)
     batch_size: int = 96
@@ -88,6 +89,8 @@ class SearchConfig(RunConfig):
             raise ValueError("SearchConfig: `final_top` must be >= 0 and `budget` > 0")
         object.__setattr__(self, "children", tuple(self.children))
         object.__setattr__(self, "promote", tuple(self.promote))
+        if len(self.promote) != 2 or min(self.promote) < 0:
+            raise ValueError(f"SearchConfig: `promote` must be two counts >= 0 (E to 2E, 2E to 3E), got {self.promote}")
 
     @property
     def data(self) -> DataSpec:
