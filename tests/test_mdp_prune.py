@@ -14,10 +14,10 @@ from pyaccel_nas.nn import ChannelGate, count_macs
 
 
 @pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d"])
-@pytest.mark.parametrize("round_to", [1, 4])
-def test_pruned_network_equals_the_restricted_gated_network(name, round_to):
+@pytest.mark.parametrize("round_to, group_score", [(1, "max"), (4, "max"), (4, "mean")])
+def test_pruned_network_equals_the_restricted_gated_network(name, round_to, group_score):
     net = randomised(name, seed=round_to)
-    result = prune(net, threshold=0.5, round_to=round_to)
+    result = prune(net, threshold=0.5, round_to=round_to, group_score=group_score)
     x = example(net)
     with torch.no_grad():
         expected = restricted_reference(net, result)(x)
@@ -70,6 +70,19 @@ def test_residual_stream_channels_are_shared_and_kept_if_any_member_needs_them()
         torch.testing.assert_close(result.model(x), restricted_reference(net, result)(x), rtol=1e-5, atol=1e-5)
 
 
+def test_residual_stream_scored_by_the_mean_of_its_gates():
+    net = randomised("resnet20", seed=2)
+    with torch.no_grad():
+        for block in (net.blocks[0].gate, net.blocks[1].gate2, net.blocks[2].gate2, net.blocks[3].gate2):
+            block.gate[3] = 0.01
+        net.blocks[2].gate2.gate[3] = 0.9  # one member needs channel 3; the mean (0.23) is below 0.3
+    assert 3 in prune(net, threshold=0.3).kept[1]["out"]
+    kept = prune(net, threshold=0.3, group_score="mean").kept
+    assert 3 not in kept[1]["out"] and all(kept[i]["out"] == kept[1]["out"] for i in (0, 2, 3))
+    with pytest.raises(ValueError, match="`group_score` must be one of max, mean"):
+        prune(net, threshold=0.3, group_score="sum")
+
+
 @pytest.mark.parametrize("round_to", [1, 8])
 def test_mac_budget_is_met_with_channel_counts_rounded(round_to):
     net = randomised("resnet20", seed=3)
@@ -82,7 +95,7 @@ def test_mac_budget_is_met_with_channel_counts_rounded(round_to):
             assert count == 0 or count % round_to == 0 or count == full
     # the threshold is the smallest that meets the budget: the next lower gate score would not
     groups, _, _ = channel_groups(net)
-    scores = torch.cat(_scores(net, groups))
+    scores = torch.cat(_scores(net, groups, "max"))
     lower = scores[scores < result.threshold].max().item()
     assert count_macs(prune(net, threshold=lower, round_to=round_to).model, x) > base / 3
 

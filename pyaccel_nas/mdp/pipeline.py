@@ -38,7 +38,7 @@ from pyaccel_nas.mdp.export import save_model
 from pyaccel_nas.mdp.layers import MDPNet
 from pyaccel_nas.mdp.losses import branch_costs, branch_entropy, expected_cost, gate_l1, mdp_regulariser
 from pyaccel_nas.mdp.models import MODELS, load_plain_weights, model_config, over_parameterise
-from pyaccel_nas.mdp.prune import MacBudgetError, channel_widths, config_macs, prune, smallest_macs
+from pyaccel_nas.mdp.prune import GROUP_SCORES, MacBudgetError, channel_widths, config_macs, prune, smallest_macs
 from pyaccel_nas.mdp.report import headline_latency_ms, latency_runs_ms, plot_report
 from pyaccel_nas.nn import count_macs, count_parameters
 from pyaccel_nas.provenance import machine, source_state
@@ -77,6 +77,9 @@ class PruneConfig(RunConfig):
     mac_reduction: float | None = 2.0  # prune to plain MACs / mac_reduction ...
     threshold: float | None = None  # ... or remove channels whose gates are below this
     round_to: int = option("channel counts are multiples of this", 4)
+    group_score: str = option("how channels that several layers add together (a residual stream) are scored "
+                              "from those layers' gates: max (kept if any needs it) or mean", "max",
+                              choices=("max", "mean"))
     channel_only: bool = option("also prune the network channels-only at MDP's MACs, from the same pre-trained "
                                 "weights, with the same fine-tuning (Torch-Pruning, the `prune` extra), to compare",
                                 True)
@@ -112,6 +115,9 @@ class PruneConfig(RunConfig):
                      "latency_repeats", "round_to", *(("eval_samples",) if self.eval_samples is not None else ())):
             if getattr(self, name) < 1:
                 raise ValueError(f"PruneConfig: `{name}` must be >= 1, got {getattr(self, name)}")
+        if self.group_score not in GROUP_SCORES:
+            raise ValueError(f"PruneConfig: `group_score` must be one of {', '.join(GROUP_SCORES)}, got "
+                             f"{self.group_score!r}")
         if not self.latency_threads or min(self.latency_threads) < 1:
             raise ValueError(f"PruneConfig: `latency_threads` must be thread counts >= 1, got {self.latency_threads}")
         for name in ("learning_rate", "finetune_learning_rate"):
@@ -220,7 +226,7 @@ def run_prune(config: PruneConfig, out: str | Path, *, overwrite: bool = False, 
     search_stats = _train(searched, config.search_epochs, "search", progress)
     over = searched.model.eval()
     try:
-        result = prune(over, round_to=config.round_to, threshold=config.threshold,
+        result = prune(over, round_to=config.round_to, threshold=config.threshold, group_score=config.group_score,
                        mac_budget=None if config.mac_reduction is None else base_macs / config.mac_reduction)
     except MacBudgetError as exc:
         raise MacBudgetError(f"{exc}: the resolutions the search chose allow a `mac_reduction` of at most "

@@ -120,9 +120,16 @@ def prunable_units(model: MDPNet) -> dict[tuple[int, str], PrunableUnit]:
     return {(i, unit.name): unit for i, block in model.prunable_blocks() for unit in block.channel_layout().units}
 
 
-def _scores(model: MDPNet, groups: list[Group]) -> list[torch.Tensor]:
+# How a group of coupled channels (several units' outputs added together) scores a channel from its units'
+# gates: "max" keeps it if any unit needs it; "mean" weighs every unit alike, so a residual stream many
+# blocks add into is pruned like any other channel set instead of almost never.
+GROUP_SCORES = {"max": lambda gates: gates.amax(0), "mean": lambda gates: gates.mean(0)}
+
+
+def _scores(model: MDPNet, groups: list[Group], group_score: str) -> list[torch.Tensor]:
     gated = prunable_units(model)
-    return [torch.stack([gated[m].gate.gate.detach().abs() for m in g.members]).amax(0) for g in groups]
+    combine = GROUP_SCORES[group_score]
+    return [combine(torch.stack([gated[m].gate.gate.detach().abs() for m in g.members])) for g in groups]
 
 
 def _keep(score: torch.Tensor, threshold: float, round_to: int) -> list[int]:
@@ -174,19 +181,23 @@ def smallest_macs(over: ArchConfig, round_to: int) -> int:
 
 
 def prune(model: MDPNet, *, threshold: float | None = None, mac_budget: float | None = None,
-          round_to: int = 1) -> PruneResult:
+          round_to: int = 1, group_score: str = "max") -> PruneResult:
     """The physically pruned copy of an over-parameterised ``model`` (which is left unchanged), in the same
     train/eval mode.
 
-    Exactly one of ``threshold`` (remove channels whose gates are all below it) and ``mac_budget`` (MACs
-    per input sample the pruned network may cost at most) must be given.
+    Exactly one of ``threshold`` (remove channels whose score is below it) and ``mac_budget`` (MACs per
+    input sample the pruned network may cost at most) must be given. A channel's score is its gate's
+    magnitude; for channels that several units add together, ``group_score`` of their gates: "max" (kept
+    if any unit needs it) or "mean".
     """
+    if group_score not in GROUP_SCORES:
+        raise ValueError(f"prune: `group_score` must be one of {', '.join(GROUP_SCORES)}, got {group_score!r}")
     if (threshold is None) == (mac_budget is None):
         raise ValueError("prune: give exactly one of `threshold` and `mac_budget`")
     if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"prune: `round_to` must be a positive int, got {round_to!r}")
     groups, channel_sets, inputs = channel_groups(model)
-    scores = _scores(model, groups)
+    scores = _scores(model, groups, group_score)
     branches = {i: (int(torch.argmax(b.mix.weights().detach())) if b.mix is not None else 0)
                 for i, b in model.prunable_blocks()}
 
