@@ -170,7 +170,7 @@ def test_the_comparison_covers_every_group_and_is_deterministic(table_path):
 def test_cli_search_benchmark_and_bench_compare(table_path, tmp_path):
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "pyaccel_nas.cli", *args], capture_output=True, text=True,
-                              timeout=300)
+                              timeout=1800)
 
     done = cli("search", "--preset", "smoke", "--proxy", SETTINGS[1], "--benchmark", str(table_path), "--out",
                str(tmp_path / "search"), "--quiet")

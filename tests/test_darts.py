@@ -301,7 +301,7 @@ def test_cli_smoke_darts_search_on_fashion_mnist(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "pyaccel_nas.cli", "search", "--strategy", "darts", "--preset", "smoke",
          "--dataset", "fashion-mnist", "--max-skips", "2", "--out", str(tmp_path), "--quiet"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=1800,
     )
     assert out.returncode == 0, out.stderr
     assert "supernet validation accuracy" in out.stdout and "test" in out.stdout

@@ -107,7 +107,7 @@ def test_cli_smoke_search_on_fashion_mnist(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "pyaccel_nas.cli", "search", "--preset", "smoke", "--dataset", "fashion-mnist",
          "--out", str(tmp_path), "--quiet"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=1800,
     )
     assert out.returncode == 0, out.stderr
     assert "best validation accuracy" in out.stdout and "test" in out.stdout
@@ -116,7 +116,7 @@ def test_cli_smoke_search_on_fashion_mnist(tmp_path):
     trained = subprocess.run(
         [sys.executable, "-m", "pyaccel_nas.cli", "train", "--genotype", str(tmp_path / "best_genotype.json"),
          "--dataset", "digits", "--setting", "c4r0s0e1", "--layers", "3", "--out", str(tmp_path / "train")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=1800,
     )
     assert trained.returncode == 0, trained.stderr
     assert json.loads((tmp_path / "train" / "train.json").read_text())["test_accuracy"] > 0

@@ -74,7 +74,7 @@ def test_a_search_killed_mid_cycle_resumes_to_the_uninterrupted_result(uninterru
     assert not (out / "result.json").exists()
 
     # resume through another executor: nothing the killed run finished is run again
-    resumed = subprocess.run(search_cli(out, "--resume"), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(search_cli(out, "--resume"), capture_output=True, text=True, timeout=1800)
     assert resumed.returncode == 0, resumed.stderr
     keys = journal_keys(out)
     assert keys[: len(finished)] == finished  # kept, in place

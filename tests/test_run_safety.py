@@ -270,7 +270,7 @@ def test_searches_killed_at_random_and_resumed_from_random_directories_end_as_un
     cwd = rng.choice(dirs)
     resume = ["--resume"] if (run / "journal.jsonl").exists() else []
     finished = subprocess.run([sys.executable, "-m", "pyaccel_nas.cli", *CLI, "--out", os.path.relpath(run, cwd),
-                               *resume], cwd=cwd, capture_output=True, text=True, timeout=300)
+                               *resume], cwd=cwd, capture_output=True, text=True, timeout=1800)
     assert finished.returncode == 0, finished.stderr[-2000:]
     keys = [r["key"] for r in records(run)]
     assert len(keys) == len(set(keys)) == total  # none redone, none lost
