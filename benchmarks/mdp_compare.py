@@ -30,7 +30,7 @@ import torch
 from pyaccel_nas.exec.files import write_json_atomically, write_text_atomically
 from pyaccel_nas.exec.process import available_cores
 from pyaccel_nas.mdp import load_model
-from pyaccel_nas.mdp.report import latency_runs_ms
+from pyaccel_nas.mdp.latency import latency_runs_ms
 from pyaccel_nas.provenance import machine, source_state
 
 # the dataset each model is measured on (issue 18), and flags of its own

@@ -137,3 +137,40 @@ def test_training_with_the_gate_penalty_shrinks_the_gates():
         return torch.cat(gates).abs().mean().item()
 
     assert mean_gate(0.1) < mean_gate(0.0) - 0.05
+
+
+@pytest.mark.parametrize("name", ["resnet20", "c3d"])
+def test_branch_latency_costs_time_each_branch_against_the_plain_network(name, monkeypatch):
+    from pyaccel_nas.mdp import latency
+
+    net = randomised(name)
+    timed = []
+
+    def fake_interleaved(calls, repeats, threads=None):  # the calls run; their "times" are their order
+        timed.extend(call() for call in calls)
+        return [{"median": float(i + 1), "min": 0.0, "max": 0.0} for i in range(len(calls))]
+
+    monkeypatch.setattr(latency, "interleaved_ms", fake_interleaved)
+    costs = latency.branch_latency_costs(net, batch=3, repeats=2)
+    blocks = [block for _, block in net.prunable_blocks() if block.mix is not None]
+    assert list(costs) == [block.mix for block in blocks]
+    # call 0 is the whole plain network (its logits), then each block at each factor alone, in order
+    assert timed[0].shape == (3, 7)
+    position = 1
+    for block in blocks:
+        assert costs[block.mix].tolist() == [float(position + k + 1) for k in range(len(block.factors))]
+        for k in range(len(block.factors)):
+            x_shape = timed[position + k].shape
+            assert x_shape[0] == 3 and x_shape[1] == block.channel_layout().units[-1].conv.out_channels
+        position += len(block.factors)
+    assert position == len(timed)
+
+
+def test_branch_latency_costs_are_measured_fractions():
+    from pyaccel_nas.mdp.latency import branch_latency_costs
+
+    net = randomised("vgg")
+    costs = branch_latency_costs(net, batch=2, repeats=2)
+    for mix, cost in costs.items():
+        assert cost.dtype == torch.float64 and cost.shape == (len(mix.logits),)
+        assert torch.isfinite(cost).all() and (cost > 0).all()

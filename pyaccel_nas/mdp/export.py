@@ -21,7 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pyaccel_nas.exec.files import atomic_writer
 from pyaccel_nas.mdp.arch import ArchConfig
-from pyaccel_nas.mdp.layers import MDPNet
+from pyaccel_nas.mdp.layers import MDPNet, PrunableBlock
 from pyaccel_nas.validation import load_tensors
 
 
@@ -86,12 +86,19 @@ def fold_batchnorms(model: MDPNet) -> MDPNet:
         raise ValueError("fold_batchnorms: the model has resolution branches; prune it first")
     folded = copy.deepcopy(model).eval()
     for _, block in folded.prunable_blocks():
-        names = {module: name for name, module in block.named_modules()}
-        for unit in block.channel_layout().units:
-            batchnorm = unit.batchnorm(0)
-            block.set_submodule(names[unit.conv], fuse_conv_bn_eval(unit.conv, batchnorm), strict=True)
-            block.set_submodule(names[batchnorm], nn.Identity(), strict=True)
+        fold_block_batchnorms(block)
     return folded
+
+
+def fold_block_batchnorms(block: PrunableBlock) -> PrunableBlock:
+    """Folds, in place, each BatchNorm of a single-resolution eval-mode ``block`` into the convolution before
+    it (which gains a bias); returns ``block``."""
+    names = {module: name for name, module in block.named_modules()}
+    for unit in block.channel_layout().units:
+        batchnorm = unit.batchnorm(0)
+        block.set_submodule(names[unit.conv], fuse_conv_bn_eval(unit.conv, batchnorm), strict=True)
+        block.set_submodule(names[batchnorm], nn.Identity(), strict=True)
+    return block
 
 
 def export_model(model: MDPNet, batch: int = 1, *, fold: bool = False) -> torch.export.ExportedProgram:

@@ -39,13 +39,15 @@ from pyaccel_nas.mdp.layers import MDPNet
 from pyaccel_nas.mdp.losses import branch_costs, branch_entropy, expected_cost, gate_l1, mdp_regulariser
 from pyaccel_nas.mdp.models import MODELS, load_plain_weights, model_config, over_parameterise
 from pyaccel_nas.mdp.prune import GROUP_SCORES, MacBudgetError, channel_widths, config_macs, prune, smallest_macs
-from pyaccel_nas.mdp.report import headline_latency_ms, latency_runs_ms, plot_report
+from pyaccel_nas.mdp.latency import branch_latency_costs, headline_latency_ms, latency_runs_ms
+from pyaccel_nas.mdp.report import plot_report
 from pyaccel_nas.nn import count_macs, count_parameters
 from pyaccel_nas.provenance import machine, source_state
 from pyaccel_nas.training import ModelTrainer, TrainRecipe, accuracy
 from pyaccel_nas.validation import claim_output_dir, require_finite
 
 REPORT_FORMAT = "pyaccel_nas.mdp.report/1"
+COSTS = ("macs", "latency")
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,11 @@ class PruneConfig(RunConfig):
     alpha: float = option("weight of the branch-entropy loss L_st", 0.1, parse=non_negative_float)
     # weight of L_gate (sum of |gate|): every step pulls each gate to 0 by lr * eta
     eta: float = option("weight of the gate L1 loss L_gate", 2.5e-4, parse=non_negative_float)
-    beta: float = option("weight of the resolution cost L_cost (expected MACs of the resolution branches; 0: "
+    beta: float = option("weight of the resolution cost L_cost (expected cost of the resolution branches; 0: "
                          "choose resolutions by accuracy alone)", 0.5, parse=non_negative_float)
+    cost: str = option("what L_cost charges a resolution branch, as a fraction of the plain network's: its MACs, "
+                       "or its CPU latency measured on this machine before the search (pool, convs, upsample, "
+                       "at the latency batch, one thread)", "macs", choices=COSTS)
     # --mac-reduction and --threshold are flags of their own (pyaccel_nas.cli): giving a threshold unsets
     # mac_reduction
     mac_reduction: float | None = 2.0  # prune to plain MACs / mac_reduction ...
@@ -115,6 +120,8 @@ class PruneConfig(RunConfig):
                      "latency_repeats", "round_to", *(("eval_samples",) if self.eval_samples is not None else ())):
             if getattr(self, name) < 1:
                 raise ValueError(f"PruneConfig: `{name}` must be >= 1, got {getattr(self, name)}")
+        if self.cost not in COSTS:
+            raise ValueError(f"PruneConfig: `cost` must be one of {', '.join(COSTS)}, got {self.cost!r}")
         if self.group_score not in GROUP_SCORES:
             raise ValueError(f"PruneConfig: `group_score` must be one of {', '.join(GROUP_SCORES)}, got "
                              f"{self.group_score!r}")
@@ -220,7 +227,10 @@ def run_prune(config: PruneConfig, out: str | Path, *, overwrite: bool = False, 
     save_model(baseline.model, out / "baseline.pt")
 
     example = torch.zeros(1, info.channels, *input_size)  # for counting MACs
-    costs = branch_costs(over, example, base_macs)
+    if config.cost == "macs":
+        costs = branch_costs(over, example, base_macs)
+    else:
+        costs = branch_latency_costs(over, config.latency_batch, config.latency_repeats)
     searched = ModelTrainer(over, dataset, config.search_epochs, search_recipe, config.seed,
                             extra_loss=mdp_regulariser(config.alpha, config.eta, config.beta, costs))
     search_stats = _train(searched, config.search_epochs, "search", progress)
@@ -269,7 +279,9 @@ def run_prune(config: PruneConfig, out: str | Path, *, overwrite: bool = False, 
                     "runs": latency_runs},
         "search": {"val_accuracy": accuracy(over, dataset, "val"), "macs": count_macs(over, example),
                    "branch_entropy": branch_entropy(over).item(), "gate_l1": gate_l1(over).item(),
-                   "expected_cost": expected_cost(costs).item(),
+                   "expected_cost": expected_cost(costs).item(), "cost": config.cost,
+                   "branch_costs": {str(i): costs[block.mix].tolist() for i, block in over.prunable_blocks()
+                                    if block.mix in costs},
                    "epochs": search_stats},
         "pruning": {"threshold": result.threshold, "val_accuracy_before_finetune": pruned_accuracy},
         "finetune": {"epochs": finetune_stats},
