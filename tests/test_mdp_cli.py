@@ -62,6 +62,12 @@ def test_bad_settings_are_refused_before_any_training(tmp_path):
         PruneConfig.preset("smoke", finetune_learning_rate=0.0)
     with pytest.raises(ValueError, match="unknown preset"):
         PruneConfig.preset("huge")
+    with pytest.raises(ValueError, match="`cost` must be one of macs, latency"):
+        PruneConfig.preset("smoke", cost="flops")
+    with pytest.raises(ValueError, match="`group_score` must be one of max, mean"):
+        PruneConfig.preset("smoke", group_score="min")
+    with pytest.raises(ValueError, match="`latency_threads` must be thread counts >= 1"):
+        PruneConfig.preset("smoke", latency_threads=(0,))
     with pytest.raises(ValueError, match="unknown model"):
         PruneConfig.preset("smoke", model="resnet18")
     with pytest.raises(ValueError, match="3-D but dataset 'digits' holds images"):
