@@ -40,8 +40,10 @@ def full_dataset(data: DataSpec) -> Dataset:
     return load_dataset(data.dataset, data.root, val_fraction=data.val_fraction, seed=data.split_seed)
 
 
+@functools.lru_cache(maxsize=8)
 def proxied_dataset(data: DataSpec, proxy: Proxy) -> Dataset:
-    """The dataset at the proxy's resolution and sample count, loaded once per process."""
+    """The dataset at the proxy's resolution and sample count, made once per process (a search evaluates
+    many networks under one proxy; resizing the training set for each cost seconds)."""
     full = full_dataset(data)
     return full.at_resolution(proxy.resolution or 1).subset_train(proxy.samples or 1, seed=data.split_seed)
 
