@@ -86,7 +86,8 @@ def draw_genotype(genotype: Genotype, path: str | Path) -> Path:
 
 def plot_search(result: dict, path: str | Path) -> Path:
     """Every training the search paid for (validation accuracy against the cost spent when it finished,
-    one colour per epochs trained), with the best network trained the whole proxy so far as a line."""
+    one colour per epochs trained), with the best network trained the whole proxy so far as a line and
+    the point where the initial population had been trained (once) as a dotted one."""
     evaluations, full = result["evaluations"], Proxy.parse(result["proxy"]).epochs
     fig, ax = plt.subplots(figsize=(7, 4.4))
     for epochs in sorted({e["epochs"] for e in evaluations}):
@@ -102,6 +103,14 @@ def plot_search(result: dict, path: str | Path) -> Path:
             ys.append(best)
     if xs:
         ax.step(xs, ys, where="post", color="black", linewidth=1.2, label="best so far (whole proxy)")
+    initial = result.get("settings", {}).get("initial")
+    first_trained = {}  # network -> the cost when its first training finished
+    for e in evaluations:
+        first_trained.setdefault(e["network_id"], e["cost_macs"])
+    initial_done = [cost for network, cost in first_trained.items() if initial and network < initial]
+    if initial_done:  # what the search found after this is what it adds to random sampling
+        ax.axvline(max(initial_done), color="grey", linestyle=":", linewidth=1.2,
+                   label=f"initial population ({initial}) trained")
     if evaluations:
         ax.legend(loc="best", fontsize=8)
     ax.set_xlabel("training cost spent (MACs)")
