@@ -38,7 +38,8 @@ OLD_STUDY = {
 }
 OLD_PRUNE = {
     "smoke": dict(train_divisor=200, eval_samples=200, pretrain_epochs=1, search_epochs=1, finetune_epochs=1,
-                  batch_size=32, latency_batch=16, latency_repeats=2),
+                  batch_size=32, latency_batch=16, latency_repeats=2,
+                  latency_threads=(1,)),  # added with latency at 1 and 2 threads (issue 18)
     "cpu": dict(train_divisor=10, eval_samples=None, pretrain_epochs=4, search_epochs=1, finetune_epochs=5,
                 batch_size=32, learning_rate=0.05, finetune_learning_rate=0.03, alpha=3.0, eta=0.01),
     "paper": dict(),
