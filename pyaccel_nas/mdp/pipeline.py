@@ -35,11 +35,11 @@ from pyaccel_nas.exec.process import available_cores
 from pyaccel_nas.mdp.arch import ArchConfig
 from pyaccel_nas.mdp.channel_only import channel_prune, require_torch_pruning
 from pyaccel_nas.mdp.export import save_model
+from pyaccel_nas.mdp.latency import branch_latency_costs, headline_latency_ms, latency_runs_ms
 from pyaccel_nas.mdp.layers import MDPNet
 from pyaccel_nas.mdp.losses import branch_costs, branch_entropy, expected_cost, gate_l1, mdp_regulariser
 from pyaccel_nas.mdp.models import MODELS, load_plain_weights, model_config, over_parameterise
 from pyaccel_nas.mdp.prune import GROUP_SCORES, MacBudgetError, channel_widths, config_macs, prune, smallest_macs
-from pyaccel_nas.mdp.latency import branch_latency_costs, headline_latency_ms, latency_runs_ms
 from pyaccel_nas.mdp.report import plot_report
 from pyaccel_nas.nn import count_macs, count_parameters
 from pyaccel_nas.provenance import machine, source_state
@@ -84,7 +84,7 @@ class PruneConfig(RunConfig):
     round_to: int = option("channel counts are multiples of this", 4)
     group_score: str = option("how channels that several layers add together (a residual stream) are scored "
                               "from those layers' gates: max (kept if any needs it) or mean", "max",
-                              choices=("max", "mean"))
+                              choices=tuple(GROUP_SCORES))
     channel_only: bool = option("also prune the network channels-only at MDP's MACs, from the same pre-trained "
                                 "weights, with the same fine-tuning (Torch-Pruning, the `prune` extra), to compare",
                                 True)
@@ -222,7 +222,7 @@ def run_prune(config: PruneConfig, out: str | Path, *, overwrite: bool = False, 
         load_plain_weights(over, baseline.model.state_dict())  # copies: the baseline trains on apart
     search_recipe = dataclasses.replace(recipe, learning_rate=baseline.optimizer.param_groups[0]["lr"])
     _train(baseline, config.search_epochs, "baseline", progress)
-    channel_only_start = copy.deepcopy(baseline.model).eval()
+    channel_only_start = copy.deepcopy(baseline.model).eval() if config.channel_only else None
     _train(baseline, config.finetune_epochs, "baseline", progress)
     save_model(baseline.model, out / "baseline.pt")
 
