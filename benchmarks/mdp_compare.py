@@ -11,7 +11,8 @@
    runs' training and are not comparable. Median of interleaved passes at 1 and 2 threads, BatchNorms folded.
 3. Writes OUT/summary.json and OUT/summary.md: per model, mean and standard deviation over seeds (and each
    seed's value) of the accuracy drop, MAC reduction and channels-last / NCHW speed-up of MDP and of the
-   channel-only arm, with the machine, the load average before timing, and the commit.
+   channel-only arm, with the machine, the load average before timing, and the commit. Models timed by an
+   earlier call with the same OUT keep their entries.
 """
 
 from __future__ import annotations
@@ -101,10 +102,9 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = [f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores; load average before "
-             f"timing {results['load_before_timing']}; commit {results['commit']}. Mean +/- standard deviation over "
-             f"seeds (values per seed in summary.json). Speed-up: baseline latency / pruned latency, batch "
-             f"{results['batch']}, BatchNorms folded, median of {results['repeats']} interleaved passes.", ""]
+    lines = [f"Mean +/- standard deviation over seeds (values per seed, the machine, the load average before "
+             f"timing and the commit of each model in summary.json). Speed-up: baseline latency / pruned latency, "
+             f"batch {results['batch']}, BatchNorms folded, median of {results['repeats']} interleaved passes.", ""]
     columns = ["accuracy_drop_points", "macs_reduction", *(f"speedup_{layout}_t{t}" for t in THREADS
                                                          for layout in ("channels_last", "nchw"))]
     lines += ["| model | seeds | arm | " + " | ".join(columns) + " |", "|" + " --- |" * (3 + len(columns))]
@@ -135,15 +135,19 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(args.workers) as pool:  # threads that wait on subprocesses
         list(pool.map(lambda job: prune_run(args.out, *job, args.extra), jobs))
 
-    load = os.getloadavg()[0]
+    # models timed in an earlier call keep their entries: each entry says when and where it was timed
+    summary_path = args.out / "summary.json"
+    earlier = json.loads(summary_path.read_text())["models"] if summary_path.exists() else {}
+    results = {"batch": args.batch, "repeats": args.repeats, "extra_flags": args.extra, "models": earlier}
     torch.manual_seed(0)
-    results = {"machine": machine(available_cores()), **source_state(), "load_before_timing": round(load, 2),
-               "batch": args.batch, "repeats": args.repeats, "extra_flags": args.extra, "models": {}}
     for model in models:
+        timed_on = {"machine": machine(available_cores()), **source_state(),
+                    "load_before_timing": round(os.getloadavg()[0], 2)}
         rows = [seed_row(run_dir(args.out, model, seed), retimed(run_dir(args.out, model, seed), args.batch,
                                                                  args.repeats)) for seed in seeds]
-        results["models"][model] = {"dataset": DATASETS[model][0], "seeds": rows, "summary": summarise(rows)}
-    write_json_atomically(args.out / "summary.json", results)
+        results["models"][model] = {"dataset": DATASETS[model][0], "timed_on": timed_on, "seeds": rows,
+                                    "summary": summarise(rows)}
+    write_json_atomically(summary_path, results)
     write_text_atomically(args.out / "summary.md", markdown(results))
     print(markdown(results))
     return 0
