@@ -113,7 +113,8 @@ def warn_fallback(op: str, device_type: str, dtype: torch.dtype) -> None:
     a proper build has kernels for. Not while torch.compile traces: the eager call warns, and a warning
     inside the traced function would break the graph."""
     key = (op, device_type, dtype)
-    if key in _WARNED or device_type not in DEVICE_KEYS or torch.compiler.is_compiling():
+    # not for a dtype the ops refuse anyway (integers): the argument checks' error says what is wrong
+    if key in _WARNED or device_type not in DEVICE_KEYS or not dtype.is_floating_point or torch.compiler.is_compiling():
         return
     _WARNED.add(key)
     warnings.warn(f"pyaccel_nas.ops.{op} runs its pure-PyTorch reference (slower) on {device_type} "

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import pyaccel_nas
@@ -105,6 +106,8 @@ def test_fallback_warns_once_per_op_device_and_dtype(monkeypatch, recwarn):
     ops.channel_gate(x16.half(), gate16.half())
     ops.channel_gate(torch.randn(2, 3, 4, 4), torch.rand(3))  # a kernel: no warning
     ops.channel_gate(x16.to("meta"), gate16.to("meta"))  # no device a build has kernels for: no warning
+    with pytest.raises(ValueError):  # refused, not "run on the reference": no warning either
+        ops.channel_gate(torch.ones(2, 3, 4, 4, dtype=torch.int64), torch.ones(3, dtype=torch.int64))
     messages = [str(w.message) for w in recwarn.list if w.category is _extension.KernelFallbackWarning]
     assert len(messages) == 2 and "bfloat16 tensors" in messages[0] and "float16 tensors" in messages[1]
     assert "computes in float32, float64, not bfloat16" in messages[0]
