@@ -169,8 +169,9 @@ def test_branch_latency_costs_time_each_branch_against_the_plain_network(name, m
 def test_branch_latency_costs_are_measured_fractions():
     from pyaccel_nas.mdp.latency import branch_latency_costs
 
-    net = randomised("vgg")
+    net = randomised("vgg").train()
     costs = branch_latency_costs(net, batch=2, repeats=2)
+    assert net.training  # measured in eval mode, handed back as it came
     for mix, cost in costs.items():
         assert cost.dtype == torch.float64 and cost.shape == (len(mix.logits),)
         assert torch.isfinite(cost).all() and (cost > 0).all()

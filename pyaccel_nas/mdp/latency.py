@@ -101,10 +101,12 @@ def branch_latency_costs(model: MDPNet, batch: int = 64, repeats: int = 10) -> d
     shapes = {}
     hooks = [block.register_forward_pre_hook(lambda block, args: shapes.__setitem__(block, args[0].shape[1:]))
              for _, block in blocks]
+    was_training = model.training
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, model.config.in_channels, *model.config.input_size))
     finally:
+        model.train(was_training)
         for hook in hooks:
             hook.remove()
     dims = model.config.dims
