@@ -19,7 +19,6 @@ OPS = ("sep_conv2d", "channel_gate", "multires_sum")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 
-
 def _shadowed_install(package_dir: Path) -> Path | None:
     """Another copy of the package on ``sys.path`` that has the compiled library, if any: the installed one
     that a source tree without it hides (Python puts the current directory first on ``sys.path``)."""
@@ -99,7 +98,6 @@ def fallback_reason(op: str, device_type: str, dtype: torch.dtype | None = None)
     return f"no compiled kernel for device type '{device_type}'"
 
 
-
 class KernelFallbackWarning(UserWarning):
     """An op runs its pure-PyTorch reference (slower) on a CPU or CUDA tensor; the message says why and the
     fix. Warned once per op, device type and dtype; filter it with ``warnings.filterwarnings``."""
@@ -114,7 +112,8 @@ def warn_fallback(op: str, device_type: str, dtype: torch.dtype) -> None:
     inside the traced function would break the graph."""
     key = (op, device_type, dtype)
     # not for a dtype the ops refuse anyway (integers): the argument checks' error says what is wrong
-    if key in _WARNED or device_type not in DEVICE_KEYS or not dtype.is_floating_point or torch.compiler.is_compiling():
+    if (key in _WARNED or device_type not in DEVICE_KEYS or not dtype.is_floating_point
+            or torch.compiler.is_compiling()):
         return
     _WARNED.add(key)
     warnings.warn(f"pyaccel_nas.ops.{op} runs its pure-PyTorch reference (slower) on {device_type} "

@@ -200,7 +200,8 @@ def _prune(args: argparse.Namespace) -> int:
     report = run_prune(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print(f"{config.model} on {config.dataset}: MACs {report['macs']['before']:.4g} -> {report['macs']['after']:.4g} "
           f"(/{report['macs_reduction']:.2f}), params {report['params']['before']} -> {report['params']['after']}, "
-          f"CPU latency (median, {config.latency_threads[-1]} thread(s)) at batch {config.latency_batch}, channels-last {report['cpu_latency_ms']['before']:.1f} -> "
+          f"CPU latency (median, {config.latency_threads[-1]} thread(s)) at batch {config.latency_batch}, "
+          f"channels-last {report['cpu_latency_ms']['before']:.1f} -> "
           f"{report['cpu_latency_ms']['after']:.1f} ms (x{report['speedup']:.2f}), NCHW "
           f"{report['cpu_latency_ms_nchw']['before']:.1f} -> {report['cpu_latency_ms_nchw']['after']:.1f} ms "
           f"(x{report['speedup_nchw']:.2f})")

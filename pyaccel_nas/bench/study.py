@@ -44,6 +44,7 @@ def study_table(table: BenchTable, *, resamples: int = 2000, seed: int = 0) -> d
     points = [_point(table, name, epoch, resamples, seed) for name in table.settings
               for epoch in _recorded_epochs(table, name)]
     frontier = [(p["setting"], p["epoch"]) for p in efficient_frontier(points)]
+    groups = setting_groups(table.settings)
     for point in points:
         point["on_frontier"] = (point["setting"], point["epoch"]) in frontier
     return {
@@ -57,8 +58,8 @@ def study_table(table: BenchTable, *, resamples: int = 2000, seed: int = 0) -> d
         "seed": seed,
         "points": points,
         "frontier": [{"setting": setting, "epoch": epoch} for setting, epoch in frontier],
-        "groups": setting_groups(table.settings),
-        "differences": paired_differences(table, setting_groups(table.settings), resamples, seed),
+        "groups": groups,
+        "differences": paired_differences(table, groups, resamples, seed),
     }
 
 

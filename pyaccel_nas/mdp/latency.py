@@ -17,6 +17,7 @@ from torch import nn
 
 from pyaccel_nas.mdp.export import fold_batchnorms, fold_block_batchnorms
 from pyaccel_nas.mdp.layers import BLOCK_MODULES, MDPNet
+from pyaccel_nas.mdp.losses import multi_resolution_inputs
 from pyaccel_nas.mdp.models import plain
 from pyaccel_nas.nn import MultiResSum
 
@@ -97,20 +98,11 @@ def branch_latency_costs(model: MDPNet, batch: int = 64, repeats: int = 10) -> d
     channels-last at ``batch``, as a fraction of the whole plain network's time; with one thread, as the
     cpu preset's runs measure. For ``L_cost``, in place of the MACs: resolution is then given up where it
     saves time on this machine, not only MACs."""
-    blocks = [(index, block) for index, block in model.prunable_blocks() if block.mix is not None]
-    shapes = {}
-    hooks = [block.register_forward_pre_hook(lambda block, args: shapes.__setitem__(block, args[0].shape[1:]))
-             for _, block in blocks]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, model.config.in_channels, *model.config.input_size))
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
+    example = torch.zeros(1, model.config.in_channels, *model.config.input_size)
+    shapes = {block: x.shape[1:] for block, x in multi_resolution_inputs(model, example).items()}
+    blocks = [(index, block) for index, block in model.prunable_blocks() if block in shapes]
     dims = model.config.dims
-    network = fold_batchnorms(MDPNet(plain(model.config))).to(memory_format=_layout(dims, True))
+    network = fold_batchnorms(MDPNet(plain(model.config)))
     calls = [_call(network, torch.randn(batch, model.config.in_channels, *model.config.input_size))]
     for index, block in blocks:
         config = model.config.blocks[index]
@@ -125,6 +117,6 @@ def branch_latency_costs(model: MDPNet, batch: int = 64, repeats: int = 10) -> d
 
 
 def _call(module: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
-    layout = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+    layout = _layout(x.dim() - 2, channels_last=True)
     module, x = module.to(memory_format=layout), x.contiguous(memory_format=layout)
     return lambda: module(x)

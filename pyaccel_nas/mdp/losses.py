@@ -39,20 +39,30 @@ def gate_l1(model: nn.Module) -> torch.Tensor:
 def branch_costs(model: nn.Module, example_input: torch.Tensor, network_macs: float) -> dict[MultiResSum, torch.Tensor]:
     """Per multi-resolution block of ``model`` (an ``MDPNet``), keyed by its ``MultiResSum``: the MACs of
     each branch on one image of ``example_input``'s size, divided by ``network_macs``."""
-    blocks = [block for _, block in model.prunable_blocks() if block.mix is not None]
-    inputs = {}
-    hooks = [block.register_forward_pre_hook(lambda block, args: inputs.__setitem__(block, args[0][:1]))
-             for block in blocks]
-    try:
-        count_macs(model, example_input[:1])  # records each block's input
-    finally:
-        for hook in hooks:
-            hook.remove()
+    inputs = multi_resolution_inputs(model, example_input[:1])
     costs = {}
-    for block in blocks:
+    for block in inputs:
         branch_macs = [count_macs(_Branch(block, k), inputs[block]) for k in range(len(block.factors))]
         costs[block.mix] = torch.tensor(branch_macs, dtype=torch.float64) / network_macs
     return costs
+
+
+def multi_resolution_inputs(model: nn.Module, example_input: torch.Tensor) -> dict[nn.Module, torch.Tensor]:
+    """Each block of ``model`` (an ``MDPNet``) with several resolution branches, in order, and its input when
+    the model runs ``example_input`` (in eval mode, no grad; the model's mode is kept)."""
+    blocks = [block for _, block in model.prunable_blocks() if block.mix is not None]
+    inputs = {}
+    hooks = [block.register_forward_pre_hook(lambda block, args: inputs.__setitem__(block, args[0]))
+             for block in blocks]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(example_input)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return {block: inputs[block] for block in blocks}
 
 
 class _Branch(nn.Module):

@@ -55,7 +55,7 @@ class SepConv2d(FusableModule):
         factory = {"device": device, "dtype": dtype}
         self.dw_weight = nn.Parameter(torch.empty(in_channels, 1, *self.kernel_size, **factory))
         self.pw_weight = nn.Parameter(torch.empty(out_channels, in_channels, 1, 1, **factory))
-        # Registered even when absent, so a bias can be assigned later (fuse_modules does).
+        # Registered even when absent (None), as nn.Conv2d does, so a bias can be assigned later.
         self.register_parameter("bias", nn.Parameter(torch.empty(out_channels, **factory)) if bias else None)
         self.reset_parameters()
 
