@@ -7,19 +7,44 @@ import copy
 import torch
 from torch import nn
 
-from pyaccel_nas.mdp import MDPNet, model_config, over_parameterise
+from pyaccel_nas.mdp import ArchConfig, Block, MDPNet, model_config, over_parameterise
 from pyaccel_nas.mdp.prune import PruneResult, prunable_units
 from pyaccel_nas.nn import ChannelGate, MultiResSum
 
 # small inputs keep the tests fast; every size still admits more than one resolution factor somewhere
-SHAPES = {"resnet20": (16, 16), "vgg": (16, 16), "c3d": (4, 16, 16)}
+SHAPES = {"resnet20": (16, 16), "vgg": (16, 16), "c3d": (4, 16, 16), "mixed": (16, 16)}
+
+
+def _block(kind: str, **fields) -> Block:
+    return Block(kind, stride=fields.pop("stride", (1, 1)), factors=((1, 1),), **fields)
+
+
+def mixed_config(in_channels: int = 2, num_classes: int = 7) -> ArchConfig:
+    """A small plain network of the block types torchvision's ResNet-50 and MobileNetV2 convert to: a ReLU6
+    conv stem, a padded max pool, bottlenecks with projection and identity shortcuts, and inverted residuals
+    without expansion, with a shortcut and without one; dropout before the classifier."""
+    return ArchConfig("mixed", in_channels, num_classes, SHAPES["mixed"], (
+        _block("conv", out=8, kernel=(3, 3), activation="relu6"),
+        Block("maxpool", kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
+        _block("bottleneck", out=16, mid=4, mid2=6, projection=True),
+        _block("bottleneck", out=16, mid=4, mid2=4),
+        _block("inverted_residual", out=8, mid=16, kernel=(3, 3), expand=False, stride=(2, 2)),
+        _block("inverted_residual", out=8, mid=24, kernel=(3, 3), shortcut=True),
+        _block("inverted_residual", out=12, mid=24, kernel=(5, 5)),
+    ), dropout=0.2)
+
+
+def base_config(name: str, in_channels: int = 2) -> ArchConfig:
+    """The plain network ``name`` (a built-in model, or "mixed") at its test size, 7 classes."""
+    if name == "mixed":
+        return mixed_config(in_channels)
+    return model_config(name, in_channels=in_channels, num_classes=7, input_size=SHAPES[name])
 
 
 def randomised(name: str, seed: int = 0, in_channels: int = 2) -> MDPNet:
     """The over-parameterised ``name`` with random gates in [0, 1), branch logits and BN statistics."""
     torch.manual_seed(seed)
-    config = over_parameterise(model_config(name, in_channels=in_channels, num_classes=7, input_size=SHAPES[name]))
-    return randomise(MDPNet(config))
+    return randomise(MDPNet(over_parameterise(base_config(name, in_channels))))
 
 
 def randomise(net: MDPNet) -> MDPNet:

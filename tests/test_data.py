@@ -508,6 +508,17 @@ def test_at_resolution(digits):
         digits.at_resolution(0)
 
 
+def test_resized_enlarges_bilinearly_and_keeps_the_copy(digits):
+    big = digits.resized(16)
+    assert big.info.image_size == 16 and digits.resized(16) is big and digits.resized(8) is digits
+    assert digits.at_resolution(2) is digits.resized(4)  # one cache for both
+    expected = F.interpolate(digits.test.images.float(), size=(16, 16), mode="bilinear", align_corners=False)
+    assert torch.equal(big.test.images, expected.round().clamp(0, 255).to(torch.uint8))
+    assert big.test.images.float().std() > 0 and torch.equal(big.test.labels, digits.test.labels)
+    with pytest.raises(ValueError, match="positive int"):
+        digits.resized(0)
+
+
 def test_at_resolution_cifar(tmp_path):
     ds = load_dataset("cifar10", root=write_cifar_binary(tmp_path / "c", fake_cifar()))
     x, _ = next(ds.at_resolution(4).batches("test", 5))

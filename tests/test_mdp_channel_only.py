@@ -7,21 +7,21 @@ import sys
 import pytest
 import torch
 
-from pyaccel_nas.mdp import MDPNet, model_config
+from pyaccel_nas.mdp import MDPNet
 from pyaccel_nas.mdp.channel_only import _pruned_copy, channel_prune
 from pyaccel_nas.mdp.prune import MacBudgetError, config_macs
 from pyaccel_nas.nn import count_macs
-from tests.mdp_helpers import SHAPES, randomise, randomised
+from mdp_helpers import SHAPES, base_config, randomise, randomised
 
 pytest.importorskip("torch_pruning")
 
 
 def plain(name: str, seed: int = 0) -> MDPNet:
     torch.manual_seed(seed)
-    return randomise(MDPNet(model_config(name, in_channels=2, num_classes=7, input_size=SHAPES[name])))
+    return randomise(MDPNet(base_config(name)))
 
 
-@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d"])
+@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d", "mixed"])
 def test_prunes_to_the_budget_and_rebuilds_what_torch_pruning_pruned(name):
     net = plain(name)
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -38,7 +38,7 @@ def test_prunes_to_the_budget_and_rebuilds_what_torch_pruning_pruned(name):
     assert type(pruned) is MDPNet and pruned.state_dict().keys() == net.state_dict().keys()
     for block in pruned.config.blocks:
         if block.prunable:
-            assert block.out % 4 == 0 and block.mid % 4 == 0 and block.factors == ((1,) * len(SHAPES[name]),)
+            assert block.out % 4 == 0 and block.mid % 4 == 0 and block.mid2 % 4 == 0 and block.factors == ((1,) * len(SHAPES[name]),)
     assert pruned.config.blocks != net.config.blocks
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # the input is left alone
 

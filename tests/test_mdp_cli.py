@@ -69,7 +69,9 @@ def test_bad_settings_are_refused_before_any_training(tmp_path):
     with pytest.raises(ValueError, match="`latency_threads` must be thread counts >= 1"):
         PruneConfig.preset("smoke", latency_threads=(0,))
     with pytest.raises(ValueError, match="unknown model"):
-        PruneConfig.preset("smoke", model="resnet18")
+        PruneConfig.preset("smoke", model="resnet34")
+    with pytest.raises(ValueError, match="`image_size` must be >= 1"):
+        PruneConfig.preset("smoke", image_size=0)
     with pytest.raises(ValueError, match="3-D but dataset 'digits' holds images"):
         run_prune(PruneConfig.preset("smoke", model="c3d", dataset="digits"), tmp_path)
 

@@ -50,7 +50,7 @@ class ToyBlock(PrunableBlock):
             PrunableUnit(name, self.convs[name], tuple(self.norms[name]),
                          self.scales[name] if isinstance(self.scales[name], ChannelGate) else None,
                          channels=channels, inputs=inputs)
-            for name, (channels, inputs) in sets.items()), input_added_to="out")
+            for name, (channels, inputs) in sets.items()), input_sets=("out",))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.multi_resolution(x) + x)
@@ -85,14 +85,17 @@ def check_layout(net: MDPNet) -> None:
                 == {id(t) for t in (*block.parameters(), *block.buffers())}), f"block {i}: state no unit lists"
         assert len({unit.name for unit in layout.units}) == len(layout.units)
         width = {"in": channels}
-        if layout.input_added_to is not None:
-            assert getattr(config, layout.input_added_to) == channels
+        for name in layout.input_sets:
+            assert getattr(config, name) == channels, f"block {i}: {name} is the input's"
+            width[name] = channels
         for unit in layout.units:
             out = unit.conv.out_channels
             assert out == getattr(config, unit.channels), f"block {i}, unit {unit.name}"
             width[unit.channels] = out
         for unit in layout.units:
-            assert isinstance(unit.conv, CONVS) and unit.conv.bias is None and unit.conv.groups == 1
+            assert isinstance(unit.conv, CONVS) and unit.conv.bias is None
+            assert unit.conv.groups == (unit.conv.in_channels if unit.depthwise else 1)
+            assert not unit.depthwise or unit.channels == unit.inputs
             assert unit.conv.in_channels == width[unit.inputs], f"block {i}, unit {unit.name}"
             assert len(unit.batchnorms) in (1, len(config.factors))
             assert all(bn.num_features == unit.conv.out_channels for bn in unit.batchnorms)
@@ -101,7 +104,7 @@ def check_layout(net: MDPNet) -> None:
         channels = config.out
 
 
-@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d"])
+@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d", "mixed"])
 def test_built_in_blocks_describe_every_conv_batchnorm_and_gate_once(name):
     over = randomised(name)
     check_layout(over)

@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mdp_helpers import example, randomised
-from pyaccel_nas.mdp import ArchConfig, MDPNet, config_from_sequential, model_config, over_parameterise, plain
+from mdp_helpers import example, mixed_config, randomised
+from pyaccel_nas.mdp import ArchConfig, MDPNet, config_from_module, model_config, over_parameterise, plain
 from pyaccel_nas.mdp.models import load_plain_weights
 from pyaccel_nas.mdp.layers import ConvBlock
 from pyaccel_nas.nn import ChannelGate, count_macs
 
 
-@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d"])
+@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d", "mixed"])
 def test_config_json_round_trip_rebuilds_the_same_network(name):
     net = randomised(name)
     config = ArchConfig.from_json(net.config.to_json())
@@ -88,6 +88,32 @@ def test_identity_shortcut_with_channel_change_is_refused():
         MDPNet(ArchConfig.from_dict(data))
 
 
+@pytest.mark.parametrize("bad, message", [
+    (lambda d: d["blocks"][0].update(activation="gelu"), "activation"),
+    (lambda d: d.update(dropout=1.0), "dropout"),
+    (lambda d: d["blocks"][1].update(stride=[0, 1]), "stride"),
+    (lambda d: d["blocks"][1].update(padding=[2, 2]), "padding .* more than half"),
+    (lambda d: d["blocks"][2].pop("mid2"), "keys"),
+    (lambda d: d["blocks"][4].update(expand=1), "expand.* bool"),
+    (lambda d: d["blocks"][6].update(shortcut=True), "block 6 .*identity shortcut needs"),
+    (lambda d: d["blocks"][4].update(mid=8), "block 4 .*without `expand`.* `mid` must be its 16"),
+])
+def test_the_torchvision_block_types_are_validated(bad, message):
+    data = mixed_config().to_dict()
+    assert ArchConfig.from_dict(json.loads(json.dumps(data))) == mixed_config()  # pools, dropout round-trip
+    bad(data)
+    with pytest.raises(ValueError, match=message):
+        MDPNet(ArchConfig.from_dict(data))
+
+
+def test_configs_saved_before_the_new_fields_keep_their_digest():
+    """Defaults stay out of the JSON: the config files of networks saved before ``dropout``, ``activation`` and
+    the pools' stride and padding existed still match the digest stored with their weights."""
+    data = model_config("vgg", in_channels=1, num_classes=10, input_size=(28, 28)).to_dict()
+    assert "dropout" not in data and data["blocks"][2] == {"type": "maxpool", "kernel": [2, 2]}
+    assert set(data["blocks"][0]) == {"type", "out", "kernel", "stride", "factors", "gated"}
+
+
 def _reference_mix(x, factors, branch, logits, dims):
     """sum_k softmax(logits)_k * nearest-upsample(branch(avgpool(x, f_k), k)), in plain PyTorch."""
     pool = F.avg_pool2d if dims == 2 else F.avg_pool3d
@@ -157,7 +183,7 @@ def _user_model(dims=2):
 def test_a_user_sequential_model_converts_with_its_weights(dims):
     model = _user_model(dims)
     size = (8, 8) if dims == 2 else (4, 8, 8)
-    config, state = config_from_sequential(model, size)
+    config, state = config_from_module(model, size)
     net = MDPNet(config)
     net.load_state_dict(state)
     x = torch.randn(3, 2, *size)
@@ -174,7 +200,7 @@ def test_a_user_sequential_model_converts_with_its_weights(dims):
 @pytest.mark.parametrize("change, layer", [
     (lambda m: m.__setitem__(4, nn.Conv2d(8, 12, 3, padding=1, groups=4)), "'4'"),
     (lambda m: m.__setitem__(5, nn.Identity()), "'4'"),
-    (lambda m: m.__setitem__(2, nn.Sigmoid()), "'0'"),
+    (lambda m: m.__setitem__(2, nn.Sigmoid()), "'2'"),
     (lambda m: m.__setitem__(3, nn.AvgPool2d(2)), "'3'"),
     (lambda m: m.__setitem__(9, nn.Linear(10, 5)), "'9'"),
 ])
@@ -182,4 +208,4 @@ def test_a_user_model_mdp_cannot_handle_is_refused_naming_the_layer(change, laye
     model = _user_model()
     change(model)
     with pytest.raises(ValueError, match=f"layer {layer}"):
-        config_from_sequential(model, (8, 8))
+        config_from_module(model, (8, 8))

@@ -13,7 +13,7 @@ from pyaccel_nas.mdp.prune import _scores, channel_groups
 from pyaccel_nas.nn import ChannelGate, count_macs
 
 
-@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d"])
+@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d", "mixed"])
 @pytest.mark.parametrize("round_to, group_score", [(1, "max"), (4, "max"), (4, "mean")])
 def test_pruned_network_equals_the_restricted_gated_network(name, round_to, group_score):
     net = randomised(name, seed=round_to)

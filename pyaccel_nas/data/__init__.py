@@ -18,7 +18,8 @@ moving digits (clips of MNIST digits, :mod:`pyaccel_nas.data.moving_digits`).
   deterministic given the seeds.
 - Images are held as uint8 (N, C, H, W) with pixels 0..255 (digits' 0..16 rescaled), labels as int64; each
   batch is gathered, augmented and normalised on the fly (``batches(..., device=...)`` moves the uint8 data).
-- ``at_resolution(divisor)`` shrinks every split by area averaging, once per divisor (kept on the dataset);
+- ``at_resolution(divisor)`` shrinks every split by area averaging, ``resized(size)`` resizes it (bilinear when
+  enlarging), once per size (kept on the dataset);
   ``subset_train(divisor, seed)`` keeps a seeded, class-stratified ``1/divisor`` of the training samples.
 - Files are found under an explicit ``root`` (CLI ``--data-root``; then the only place searched), else under
   the data roots in ``$PYACCEL_NAS_DATA``, then ``/usr/share/datasets``, ``./data``, ``~/.cache/pyaccel_nas``

@@ -56,7 +56,7 @@ class Dataset:
     train: Split
     val: Split
     test: Split
-    # at_resolution results, so each resolution is computed once per dataset
+    # resized copies by image size, so each size is computed once per dataset
     _resized: dict[int, Dataset] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -93,16 +93,25 @@ class Dataset:
         so that the resized copy is made once for all subsets."""
         if _divisor("at_resolution", divisor) == 1:
             return self
+        size = self.info.image_size // divisor
+        if size < 1:
+            raise ValueError(f"at_resolution: {self.info.image_size} pixels divided by {divisor} leaves none")
+        return self.resized(size)
+
+    def resized(self, size: int) -> Dataset:
+        """Every split with images resized to ``size`` x ``size`` (:func:`~pyaccel_nas.data.transforms.resize`);
+        computed on the first call and kept, like :meth:`at_resolution`."""
         if self.info.frames is not None:
-            raise ValueError(f"at_resolution: {self.info.name} holds clips; only image datasets can be resized")
-        if divisor not in self._resized:
-            size = self.info.image_size // divisor
-            if size < 1:
-                raise ValueError(f"at_resolution: {self.info.image_size} pixels divided by {divisor} leaves none")
+            raise ValueError(f"resized: {self.info.name} holds clips; only image datasets can be resized")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"resized: `size` must be a positive int, got {size!r}")
+        if size == self.info.image_size:
+            return self
+        if size not in self._resized:
             splits = {name: Split(transforms.resize(getattr(self, name).images, size), getattr(self, name).labels)
                       for name in SPLITS}
-            self._resized[divisor] = Dataset(dataclasses.replace(self.info, image_size=size), **splits)
-        return self._resized[divisor]
+            self._resized[size] = Dataset(dataclasses.replace(self.info, image_size=size), **splits)
+        return self._resized[size]
 
     def batches(
         self,

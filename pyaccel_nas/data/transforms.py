@@ -30,10 +30,13 @@ def random_horizontal_flip(images: torch.Tensor, generator: torch.Generator | No
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Images shrunk to ``size`` x ``size`` by area averaging (every source pixel counts: no aliasing)."""
+    """Images resized to ``size`` x ``size``: shrunk by area averaging (every source pixel counts: no
+    aliasing), enlarged by bilinear interpolation (smooth, where area would repeat pixels)."""
+    grow = size > images.shape[-1]
+    mode = dict(mode="bilinear", align_corners=False) if grow else dict(mode="area")
     # split() of an empty batch still gives one (empty) chunk, so cat always has something to join
     return torch.cat([
-        F.interpolate(chunk.float(), size=(size, size), mode="area").round_().to(torch.uint8)
+        F.interpolate(chunk.float(), size=(size, size), **mode).round_().clamp_(0, 255).to(torch.uint8)
         for chunk in images.split(_RESIZE_CHUNK)
     ])
 

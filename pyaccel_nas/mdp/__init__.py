@@ -15,17 +15,18 @@
     save_model(result.model, "pruned.pt")      # pruned.pt (weights) + pruned.json (architecture)
 
 Modules: :mod:`~pyaccel_nas.mdp.arch` (the JSON architecture), :mod:`~pyaccel_nas.mdp.layers` (blocks),
-:mod:`~pyaccel_nas.mdp.models` (built-in bases, user ``nn.Sequential`` models), :mod:`~pyaccel_nas.mdp.losses`,
+:mod:`~pyaccel_nas.mdp.models` (built-in bases),
+:mod:`~pyaccel_nas.mdp.convert` (a user's CNN, traced with torch.fx), :mod:`~pyaccel_nas.mdp.losses`,
 :mod:`~pyaccel_nas.mdp.prune`, :mod:`~pyaccel_nas.mdp.export`, :mod:`~pyaccel_nas.mdp.pipeline` (the CLI's run).
 """
 
 from pyaccel_nas.mdp.arch import ArchConfig, Block
+from pyaccel_nas.mdp.convert import ConversionError, config_from_module
 from pyaccel_nas.mdp.export import export_model, load_model, save_model
 from pyaccel_nas.mdp.layers import MDPNet
 from pyaccel_nas.mdp.losses import branch_costs, branch_entropy, expected_cost, gate_l1, mdp_regulariser
 from pyaccel_nas.mdp.models import (
     MODELS,
-    config_from_sequential,
     load_plain_weights,
     model_config,
     over_parameterise,
@@ -41,7 +42,8 @@ __all__ = [
     "PruneResult",
     "branch_costs",
     "branch_entropy",
-    "config_from_sequential",
+    "ConversionError",
+    "config_from_module",
     "expected_cost",
     "export_model",
     "gate_l1",

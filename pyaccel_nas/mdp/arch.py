@@ -1,14 +1,23 @@
 """The architecture of an MDP network as data: a JSON config that rebuilds the network, validated on load.
 
-A network is a stem of ``blocks`` followed by global average pooling and a linear classifier. Blocks:
+A network is a stem of ``blocks`` followed by global average pooling, dropout (``dropout``, default 0) and a
+linear classifier. Blocks:
 
-- ``conv``: a k x k (x k) convolution with padding k // 2, BatchNorm, ReLU; ``out`` channels.
-- ``residual``: a CIFAR-style basic block, ``relu(F(x) + shortcut(x))`` with ``F`` = conv-BN-ReLU-conv-BN
-  (``mid`` then ``out`` channels) and a 1x1 conv-BN ``shortcut`` when ``projection`` is set (identity
-  otherwise).
-- ``maxpool``: max pooling with kernel = stride = ``kernel``.
+- ``conv``: a k x k (x k) convolution with padding k // 2, BatchNorm, activation; ``out`` channels; its
+  ``activation`` is ReLU (default) or ReLU6.
+- ``residual``: a basic block (ResNet-18/20/56), ``relu(F(x) + shortcut(x))`` with ``F`` = 3x3 conv-BN-ReLU-
+  3x3 conv-BN (``mid`` then ``out`` channels; the first conv has the block's stride) and a 1x1 conv-BN
+  ``shortcut`` when ``projection`` is set (identity otherwise).
+- ``bottleneck``: ResNet-50's block, ``F`` = 1x1 conv-BN-ReLU (``mid``), 3x3 conv-BN-ReLU with the stride
+  (``mid2``), 1x1 conv-BN (``out``), shortcut as ``residual``'s.
+- ``inverted_residual``: MobileNetV2's block, 1x1 conv-BN-ReLU6 expanding to ``mid`` channels (only with
+  ``expand``; without, ``mid`` is the input's width), depthwise k x k conv-BN-ReLU6 with the stride, 1x1
+  conv-BN to ``out`` (no activation), plus the input when ``shortcut`` (an identity: stride 1, as many
+  input as output channels).
+- ``maxpool``: max pooling with window ``kernel``, ``stride`` (default: the window) and ``padding``
+  (default 0).
 
-Every ``conv`` and ``residual`` block is prunable: it computes its convolutions at each of its resolution
+Every block but ``maxpool`` is prunable: it computes its convolutions at each of its resolution
 ``factors`` (the block input average-pooled by the factor, the result upsampled back by nearest
 neighbour), and, when ``gated``, scales every conv output by a channel gate. An over-parameterised block
 has several factors, the first being no reduction; a pruned block has one and no gates.
@@ -26,7 +35,8 @@ from pyaccel_nas.exec.files import write_text_atomically
 from pyaccel_nas.validation import parse_json, quote
 
 ARCH_FORMAT = "pyaccel_nas.mdp.arch/1"
-BLOCK_TYPES = ("conv", "residual", "maxpool")
+BLOCK_TYPES = ("conv", "residual", "bottleneck", "inverted_residual", "maxpool")
+ACTIVATIONS = ("relu", "relu6")
 
 
 def _ints(where: str, name: str, value: Any, length: int, minimum: int = 1) -> tuple[int, ...]:
@@ -45,28 +55,53 @@ class Block:
     """One block; the fields a type does not use keep their defaults."""
 
     type: str
-    out: int = 0  # conv, residual: output channels
-    mid: int = 0  # residual: channels between its two convs
-    kernel: tuple[int, ...] = ()  # conv: kernel size per spatial dim (odd); maxpool: window = stride
-    stride: tuple[int, ...] = ()  # conv, residual: stride per spatial dim
-    projection: bool = False  # residual: 1x1 conv shortcut instead of identity
-    factors: tuple[tuple[int, ...], ...] = ()  # conv, residual: resolution factors, one per branch
-    gated: bool = False  # conv, residual: channel gates on every conv output
+    out: int = 0  # prunable blocks: output channels
+    mid: int = 0  # residual, bottleneck, inverted_residual: channels after the first conv
+    mid2: int = 0  # bottleneck: channels after its second (3x3) conv
+    kernel: tuple[int, ...] = ()  # conv, inverted_residual (depthwise): kernel per spatial dim (odd); maxpool: window
+    stride: tuple[int, ...] = ()  # per spatial dim; maxpool: () means the window
+    padding: tuple[int, ...] = ()  # maxpool: per spatial dim; () means 0
+    projection: bool = False  # residual, bottleneck: 1x1 conv shortcut instead of identity
+    expand: bool = True  # inverted_residual: a 1x1 conv first widens the input to `mid`
+    shortcut: bool = False  # inverted_residual: the input is added to the output
+    activation: str = "relu"  # conv: "relu" or "relu6"
+    factors: tuple[tuple[int, ...], ...] = ()  # prunable blocks: resolution factors, one per branch
+    gated: bool = False  # prunable blocks: channel gates on every conv output
+
+    def __post_init__(self) -> None:
+        if self.type == "maxpool":  # the defaults filled in, so that equal pools compare equal
+            object.__setattr__(self, "stride", self.stride or self.kernel)
+            object.__setattr__(self, "padding", self.padding or (0,) * len(self.kernel))
 
     @property
     def prunable(self) -> bool:
         return self.type != "maxpool"
 
+    def pool_geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """A maxpool's window, stride and padding."""
+        return self.kernel, self.stride, self.padding
+
     def to_dict(self) -> dict[str, Any]:
         d = {"type": self.type}
         if self.type == "maxpool":
             d["kernel"] = list(self.kernel)
+            kernel, stride, padding = self.pool_geometry()
+            if stride != kernel:  # defaults stay unwritten: configs saved before they existed keep their digest
+                d["stride"] = list(stride)
+            if any(padding):
+                d["padding"] = list(padding)
             return d
         d.update(out=self.out, stride=list(self.stride), factors=[list(f) for f in self.factors], gated=self.gated)
         if self.type == "conv":
             d["kernel"] = list(self.kernel)
+            if self.activation != "relu":
+                d["activation"] = self.activation
+        elif self.type == "inverted_residual":
+            d.update(mid=self.mid, kernel=list(self.kernel), expand=self.expand, shortcut=self.shortcut)
         else:
             d.update(mid=self.mid, projection=self.projection)
+            if self.type == "bottleneck":
+                d["mid2"] = self.mid2
         return d
 
     @classmethod
@@ -74,43 +109,55 @@ class Block:
         if not isinstance(data, dict) or data.get("type") not in BLOCK_TYPES:
             raise ValueError(f"{where}: a block must be an object with `type` one of {BLOCK_TYPES}, got {quote(data)}")
         kind = data["type"]
-        allowed = {"maxpool": {"type", "kernel"},
-                   "conv": {"type", "out", "kernel", "stride", "factors", "gated"},
-                   "residual": {"type", "out", "mid", "stride", "projection", "factors", "gated"}}[kind]
-        if set(data) != allowed:
-            raise ValueError(f"{where}: a {kind} block has exactly the keys {sorted(allowed)}, "
-                             f"got {quote(sorted(data))}")
+        prunable = {"type", "out", "stride", "factors", "gated"}
+        required = {"maxpool": {"type", "kernel"},
+                    "conv": prunable | {"kernel"},
+                    "residual": prunable | {"mid", "projection"},
+                    "bottleneck": prunable | {"mid", "mid2", "projection"},
+                    "inverted_residual": prunable | {"mid", "kernel", "expand", "shortcut"}}[kind]
+        optional = {"maxpool": {"stride", "padding"}, "conv": {"activation"}}.get(kind, set())
+        if not required <= set(data) <= required | optional:
+            raise ValueError(f"{where}: a {kind} block has the keys {sorted(required)}"
+                             + (f" and optionally {sorted(optional)}" if optional else "")
+                             + f", got {quote(sorted(data))}")
         if kind == "maxpool":
-            return cls(kind, kernel=_ints(where, "kernel", data["kernel"], dims))
+            kernel = _ints(where, "kernel", data["kernel"], dims)
+            return cls(kind, kernel=kernel, stride=_ints(where, "stride", data.get("stride", kernel), dims),
+                       padding=_ints(where, "padding", data.get("padding", [0] * dims), dims, minimum=0))
         factors = data["factors"]
         if not isinstance(factors, list) or not factors:
             raise ValueError(f"{where}: `factors` must be a non-empty list, got {quote(factors)}")
         factors = tuple(_ints(where, "factors", f, dims) for f in factors)
         if len(set(factors)) != len(factors):
             raise ValueError(f"{where}: `factors` repeat: {quote(data['factors'])}")
-        if not isinstance(data["gated"], bool):
-            raise ValueError(f"{where}: `gated` must be a bool, got {quote(data['gated'])}")
-        common = dict(out=_int(where, "out", data["out"]), stride=_ints(where, "stride", data["stride"], dims),
+        for flag in ("gated", "projection", "expand", "shortcut"):
+            if flag in data and not isinstance(data[flag], bool):
+                raise ValueError(f"{where}: `{flag}` must be a bool, got {quote(data[flag])}")
+        fields = dict(out=_int(where, "out", data["out"]), stride=_ints(where, "stride", data["stride"], dims),
                       factors=factors, gated=data["gated"])
-        if kind == "conv":
-            kernel = _ints(where, "kernel", data["kernel"], dims)
-            if any(k % 2 == 0 for k in kernel):
-                raise ValueError(f"{where}: `kernel` must be odd (padding k // 2 keeps the size), got {kernel}")
-            return cls(kind, kernel=kernel, **common)
-        if not isinstance(data["projection"], bool):
-            raise ValueError(f"{where}: `projection` must be a bool, got {quote(data['projection'])}")
-        return cls(kind, mid=_int(where, "mid", data["mid"]), projection=data["projection"], **common)
+        fields.update({flag: data[flag] for flag in ("projection", "expand", "shortcut") if flag in data})
+        fields.update({name: _int(where, name, data[name]) for name in ("mid", "mid2") if name in data})
+        if "kernel" in data:
+            fields["kernel"] = _ints(where, "kernel", data["kernel"], dims)
+            if any(k % 2 == 0 for k in fields["kernel"]):
+                raise ValueError(f"{where}: `kernel` must be odd (padding k // 2 keeps the size), got "
+                                 f"{fields['kernel']}")
+        if data.get("activation", "relu") not in ACTIVATIONS:
+            raise ValueError(f"{where}: `activation` must be one of {ACTIVATIONS}, got {quote(data['activation'])}")
+        return cls(kind, activation=data.get("activation", "relu"), **fields)
 
 
 @dataclass(frozen=True)
 class ArchConfig:
-    """A whole network. ``input_size``: the spatial size of its input, (H, W) or (T, H, W)."""
+    """A whole network. ``input_size``: the spatial size of its input, (H, W) or (T, H, W); ``dropout``: the
+    probability of the dropout before the classifier."""
 
     name: str
     in_channels: int
     num_classes: int
     input_size: tuple[int, ...]
     blocks: tuple[Block, ...]
+    dropout: float = 0.0
 
     @property
     def dims(self) -> int:
@@ -120,16 +167,22 @@ class ArchConfig:
         return dataclasses.replace(self, blocks=tuple(blocks))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": ARCH_FORMAT, "name": self.name, "in_channels": self.in_channels,
-                "num_classes": self.num_classes, "input_size": list(self.input_size),
-                "blocks": [b.to_dict() for b in self.blocks]}
+        d = {"format": ARCH_FORMAT, "name": self.name, "in_channels": self.in_channels,
+             "num_classes": self.num_classes, "input_size": list(self.input_size),
+             "blocks": [b.to_dict() for b in self.blocks]}
+        if self.dropout:  # unwritten when 0: configs saved before it existed keep their digest
+            d["dropout"] = self.dropout
+        return d
 
     @classmethod
     def from_dict(cls, data: Any) -> ArchConfig:
         where = "MDP architecture config"
         keys = {"format", "name", "in_channels", "num_classes", "input_size", "blocks"}
-        if not isinstance(data, dict) or set(data) != keys:
-            raise ValueError(f"{where}: expected an object with keys {sorted(keys)}")
+        if not isinstance(data, dict) or not keys <= set(data) <= keys | {"dropout"}:
+            raise ValueError(f"{where}: expected an object with keys {sorted(keys)} and optionally 'dropout'")
+        dropout = data.get("dropout", 0.0)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"{where}: `dropout` must be a probability in [0, 1), got {quote(dropout)}")
         if data["format"] != ARCH_FORMAT:
             raise ValueError(f"{where}: format {quote(data['format'])}, expected {ARCH_FORMAT!r}")
         input_size = data["input_size"]
@@ -142,7 +195,8 @@ class ArchConfig:
             raise ValueError(f"{where}: `name` must be a string")
         config = cls(data["name"], _int(where, "in_channels", data["in_channels"]),
                      _int(where, "num_classes", data["num_classes"]), _ints(where, "input_size", input_size, dims),
-                     tuple(Block.from_dict(b, dims, f"{where}, block {i}") for i, b in enumerate(data["blocks"])))
+                     tuple(Block.from_dict(b, dims, f"{where}, block {i}") for i, b in enumerate(data["blocks"])),
+                     float(dropout))
         block_input_sizes(config)  # the sizes flowing through the blocks must fit
         return config
 
@@ -194,9 +248,12 @@ def block_input_sizes(config: ArchConfig) -> list[tuple[int, ...]]:
         where = f"block {i} ({block.type})"
         sizes.append(size)
         if block.type == "maxpool":
-            if any(k > n for k, n in zip(block.kernel, size)):
-                raise ValueError(f"{where}: pool {block.kernel} is larger than its input {size}")
-            size = tuple(n // k for n, k in zip(size, block.kernel))
+            kernel, stride, padding = block.pool_geometry()
+            if any(2 * p > k for k, p in zip(kernel, padding)):
+                raise ValueError(f"{where}: padding {padding} is more than half the window {kernel}")
+            if any(k > n + 2 * p for k, n, p in zip(kernel, size, padding)):
+                raise ValueError(f"{where}: pool {kernel} is larger than its (padded) input {size}")
+            size = tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(size, kernel, stride, padding))
             continue
         if len(block.factors) > 1 and any(f != 1 for f in block.factors[0]):
             raise ValueError(f"{where}: the first of several `factors` must be no reduction, got {block.factors[0]}")

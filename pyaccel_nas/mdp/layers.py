@@ -46,7 +46,9 @@ def _gate_or_none(gate: nn.Module) -> ChannelGate | None:
 @dataclass(frozen=True)
 class PrunableUnit:
     """A convolution whose output channels pruning can remove: ``conv`` (an ``nn.Conv2d`` / ``nn.Conv3d``
-    without bias or groups), then its BatchNorm, then its channel ``gate`` (None in an ungated block).
+    without bias, either dense or depthwise), then its BatchNorm, then its channel ``gate`` (None in an
+    ungated block). A depthwise conv (one group per channel) keeps its input's channel set: ``channels``
+    and ``inputs`` name the same set, and removing a channel removes its filter.
 
     ``batchnorms`` holds one BatchNorm per resolution branch, in branch order, or a single one for a unit
     that runs outside the branches (a shortcut, at full resolution). ``channels`` names the channel set of
@@ -67,15 +69,19 @@ class PrunableUnit:
         """The BatchNorm that follows the conv in resolution branch ``branch``."""
         return self.batchnorms[branch if len(self.batchnorms) > 1 else 0]
 
+    @property
+    def depthwise(self) -> bool:
+        return self.conv.groups > 1
+
 
 @dataclass(frozen=True)
 class ChannelLayout:
     """A prunable block as pruning sees it: its units (a prune report lists their kept channels in this
-    order), and ``input_added_to``, the channel set (if any) to which the block adds its input unchanged (an
-    identity shortcut): that set is then the input's own."""
+    order), and ``input_sets``, the channel sets that are the block input's own: the set to which an identity
+    shortcut adds the input, the set a depthwise conv reads straight from the input."""
 
     units: tuple[PrunableUnit, ...]
-    input_added_to: str | None = None
+    input_sets: tuple[str, ...] = ()
 
 
 class PrunableBlock(nn.Module):
@@ -113,11 +119,15 @@ class PrunableBlock(nn.Module):
         return F.interpolate(outputs[0], scale_factor=[float(f) for f in factor], mode="nearest")
 
 
+_ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6}
+
+
 class ConvBlock(PrunableBlock):
-    """``relu(gate(bn(conv(x))))`` at each resolution factor, mixed."""
+    """``act(gate(bn(conv(x))))`` at each resolution factor, mixed; ``act`` is ReLU or ReLU6."""
 
     def __init__(self, in_channels: int, block: Block, dims: int) -> None:
         super().__init__(block, dims)
+        self.activation = _ACTIVATIONS[block.activation]
         self.conv = _CONV[dims](in_channels, block.out, block.kernel, block.stride,
                                 padding=tuple(k // 2 for k in block.kernel), bias=False)
         self.bns = _batchnorms(dims, block.out, len(block.factors))
@@ -130,7 +140,7 @@ class ConvBlock(PrunableBlock):
         return ChannelLayout((PrunableUnit("out", self.conv, tuple(self.bns), _gate_or_none(self.gate)),))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.multi_resolution(x))
+        return self.activation(self.multi_resolution(x))
 
 
 class ResidualBlock(PrunableBlock):
@@ -146,14 +156,7 @@ class ResidualBlock(PrunableBlock):
         self.conv2 = _CONV[dims](block.mid, block.out, 3, 1, padding=1, bias=False)
         self.bn2s = _batchnorms(dims, block.out, branches)
         self.gate2 = _gate(block.out, block.gated)
-        if block.projection:
-            self.shortcut = nn.Sequential(
-                _CONV[dims](in_channels, block.out, 1, block.stride, bias=False),
-                _BATCHNORM[dims](block.out),
-                _gate(block.out, block.gated),
-            )
-        else:
-            self.shortcut = nn.Identity()
+        self.shortcut = _shortcut(in_channels, block, dims)
 
     def branch(self, x: torch.Tensor, index: int) -> torch.Tensor:
         x = F.relu(self.gate1(self.bn1s[index](self.conv1(x))))
@@ -162,21 +165,116 @@ class ResidualBlock(PrunableBlock):
     def channel_layout(self) -> ChannelLayout:
         units = (PrunableUnit("mid", self.conv1, tuple(self.bn1s), _gate_or_none(self.gate1), channels="mid"),
                  PrunableUnit("out", self.conv2, tuple(self.bn2s), _gate_or_none(self.gate2), inputs="mid"))
-        if isinstance(self.shortcut, nn.Identity):
-            return ChannelLayout(units, input_added_to="out")
-        conv, batchnorm, gate = self.shortcut
-        return ChannelLayout((*units, PrunableUnit("proj", conv, (batchnorm,), _gate_or_none(gate))))
+        return _with_shortcut(units, self.shortcut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.multi_resolution(x) + self.shortcut(x))
 
 
+def _shortcut(in_channels: int, block: Block, dims: int) -> nn.Module:
+    """A residual block's shortcut: identity, or (``projection``) a strided 1x1 conv-bn-gate at full resolution."""
+    if not block.projection:
+        return nn.Identity()
+    return nn.Sequential(_CONV[dims](in_channels, block.out, 1, block.stride, bias=False),
+                         _BATCHNORM[dims](block.out), _gate(block.out, block.gated))
+
+
+def _with_shortcut(units: tuple[PrunableUnit, ...], shortcut: nn.Module) -> ChannelLayout:
+    """The layout of a residual block's ``units`` and its ``shortcut``: an identity makes the output set the
+    input's own, a projection is one more unit of the output set."""
+    if isinstance(shortcut, nn.Identity):
+        return ChannelLayout(units, input_sets=("out",))
+    conv, batchnorm, gate = shortcut
+    return ChannelLayout((*units, PrunableUnit("proj", conv, (batchnorm,), _gate_or_none(gate))))
+
+
+class BottleneckBlock(PrunableBlock):
+    """ResNet-50's block: ``relu(F(x) + shortcut(x))``, F = 1x1 conv-bn-gate-relu, 3x3 conv (the stride)-bn-
+    gate-relu, 1x1 conv-bn-gate, at each resolution factor, mixed; the shortcut as :class:`ResidualBlock`'s."""
+
+    def __init__(self, in_channels: int, block: Block, dims: int) -> None:
+        super().__init__(block, dims)
+        branches = len(block.factors)
+        self.conv1 = _CONV[dims](in_channels, block.mid, 1, bias=False)
+        self.bn1s = _batchnorms(dims, block.mid, branches)
+        self.gate1 = _gate(block.mid, block.gated)
+        self.conv2 = _CONV[dims](block.mid, block.mid2, 3, block.stride, padding=1, bias=False)
+        self.bn2s = _batchnorms(dims, block.mid2, branches)
+        self.gate2 = _gate(block.mid2, block.gated)
+        self.conv3 = _CONV[dims](block.mid2, block.out, 1, bias=False)
+        self.bn3s = _batchnorms(dims, block.out, branches)
+        self.gate3 = _gate(block.out, block.gated)
+        self.shortcut = _shortcut(in_channels, block, dims)
+
+    def branch(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        x = F.relu(self.gate1(self.bn1s[index](self.conv1(x))))
+        x = F.relu(self.gate2(self.bn2s[index](self.conv2(x))))
+        return self.gate3(self.bn3s[index](self.conv3(x)))
+
+    def channel_layout(self) -> ChannelLayout:
+        units = (PrunableUnit("mid", self.conv1, tuple(self.bn1s), _gate_or_none(self.gate1), channels="mid"),
+                 PrunableUnit("mid2", self.conv2, tuple(self.bn2s), _gate_or_none(self.gate2), channels="mid2",
+                              inputs="mid"),
+                 PrunableUnit("out", self.conv3, tuple(self.bn3s), _gate_or_none(self.gate3), inputs="mid2"))
+        return _with_shortcut(units, self.shortcut)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.multi_resolution(x) + self.shortcut(x))
+
+
+class InvertedResidualBlock(PrunableBlock):
+    """MobileNetV2's block at each resolution factor, mixed: [1x1 conv-bn-gate-relu6 to ``mid`` channels,
+    with ``expand``], depthwise k x k conv (the stride)-bn-gate-relu6, 1x1 conv-bn-gate; plus the input when
+    ``shortcut``. No activation after the sum (the block's output is linear, as in the paper)."""
+
+    def __init__(self, in_channels: int, block: Block, dims: int) -> None:
+        super().__init__(block, dims)
+        branches = len(block.factors)
+        self.shortcut = block.shortcut
+        self.expand = _CONV[dims](in_channels, block.mid, 1, bias=False) if block.expand else None
+        if block.expand:
+            self.expand_bns = _batchnorms(dims, block.mid, branches)
+            self.expand_gate = _gate(block.mid, block.gated)
+        self.depthwise = _CONV[dims](block.mid, block.mid, block.kernel, block.stride,
+                                     padding=tuple(k // 2 for k in block.kernel), groups=block.mid, bias=False)
+        self.depthwise_bns = _batchnorms(dims, block.mid, branches)
+        self.depthwise_gate = _gate(block.mid, block.gated)
+        self.project = _CONV[dims](block.mid, block.out, 1, bias=False)
+        self.project_bns = _batchnorms(dims, block.out, branches)
+        self.project_gate = _gate(block.out, block.gated)
+
+    def branch(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        if self.expand is not None:
+            x = F.relu6(self.expand_gate(self.expand_bns[index](self.expand(x))))
+        x = F.relu6(self.depthwise_gate(self.depthwise_bns[index](self.depthwise(x))))
+        return self.project_gate(self.project_bns[index](self.project(x)))
+
+    def channel_layout(self) -> ChannelLayout:
+        units = [PrunableUnit("depthwise", self.depthwise, tuple(self.depthwise_bns),
+                              _gate_or_none(self.depthwise_gate), channels="mid", inputs="mid"),
+                 PrunableUnit("out", self.project, tuple(self.project_bns), _gate_or_none(self.project_gate),
+                              inputs="mid")]
+        own = ("out",) if self.shortcut else ()
+        if self.expand is not None:
+            units.insert(0, PrunableUnit("mid", self.expand, tuple(self.expand_bns), _gate_or_none(self.expand_gate),
+                                         channels="mid"))
+        else:  # the depthwise conv reads the block input: its channels are the input's
+            own = ("mid", *own)
+        return ChannelLayout(tuple(units), input_sets=own)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.multi_resolution(x)
+        return y + x if self.shortcut else y
+
+
 # the module of each prunable block type of an ArchConfig
-BLOCK_MODULES: dict[str, type[PrunableBlock]] = {"conv": ConvBlock, "residual": ResidualBlock}
+BLOCK_MODULES: dict[str, type[PrunableBlock]] = {"conv": ConvBlock, "residual": ResidualBlock,
+                                                 "bottleneck": BottleneckBlock,
+                                                 "inverted_residual": InvertedResidualBlock}
 
 
 class MDPNet(nn.Module):
-    """The network ``config`` describes: its blocks, global average pooling, a linear classifier.
+    """The network ``config`` describes: its blocks, global average pooling, dropout, a linear classifier.
 
     ``config`` stays on the module (``net.config``): with the state_dict, it rebuilds the network.
     """
@@ -190,15 +288,14 @@ class MDPNet(nn.Module):
         blocks = []
         for i, block in enumerate(config.blocks):
             if block.type == "maxpool":
-                blocks.append(_MAXPOOL[dims](block.kernel, block.kernel))
+                blocks.append(_MAXPOOL[dims](*block.pool_geometry()))
                 continue
-            if block.type == "residual" and not block.projection and (channels != block.out or max(block.stride) != 1):
-                raise ValueError(f"block {i} (residual): an identity shortcut needs stride 1 and as many input "
-                                 f"as output channels ({channels} in, {block.out} out): set `projection`")
+            _check_channels(i, block, channels)
             blocks.append(BLOCK_MODULES[block.type](channels, block, dims))
             channels = block.out
         self.blocks = nn.Sequential(*blocks)
         self.pool = _GLOBAL_POOL[dims](1)
+        self.dropout = nn.Dropout(config.dropout)
         self.classifier = nn.Linear(channels, config.num_classes)
         self.reset_parameters()
 
@@ -212,4 +309,17 @@ class MDPNet(nn.Module):
         return [(i, m) for i, m in enumerate(self.blocks) if isinstance(m, PrunableBlock)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.blocks(x)), 1))
+        return self.classifier(self.dropout(torch.flatten(self.pool(self.blocks(x)), 1)))
+
+
+def _check_channels(index: int, block: Block, in_channels: int) -> None:
+    """A ValueError where ``block``'s channel counts cannot fit its input of ``in_channels`` channels."""
+    identity = (block.type in ("residual", "bottleneck") and not block.projection
+                or block.type == "inverted_residual" and block.shortcut)
+    if identity and (in_channels != block.out or max(block.stride) != 1):
+        fix = "set `projection`" if block.type != "inverted_residual" else "unset `shortcut`"
+        raise ValueError(f"block {index} ({block.type}): an identity shortcut needs stride 1 and as many input as "
+                         f"output channels ({in_channels} in, {block.out} out): {fix}")
+    if block.type == "inverted_residual" and not block.expand and block.mid != in_channels:
+        raise ValueError(f"block {index} (inverted_residual): without `expand`, the depthwise conv runs on the "
+                         f"input: `mid` must be its {in_channels} channels, got {block.mid}")

@@ -57,6 +57,8 @@ class PruneConfig(RunConfig):
     data_root: str | None = option("directory holding the dataset (default: $PYACCEL_NAS_DATA, then the standard "
                                    "locations)", None)
     seed: int = option("seed", 0)
+    image_size: int | None = option("resize the images to this many pixels a side (torchvision's networks "
+                                    "downsample by 32: give them 32 or more); default: the dataset's size", None)
     train_divisor: int = option("train on a class-stratified 1/N of the training split", 1)
     eval_samples: int | None = None  # evaluate on this many val and test samples (None: all)
     pretrain_epochs: int = option("plain-network epochs before the search (shared with the baseline)", 100)
@@ -116,8 +118,9 @@ class PruneConfig(RunConfig):
                        "alpha", "eta", "beta")
         if self.mac_reduction is not None and self.mac_reduction <= 1:
             raise ValueError(f"PruneConfig: `mac_reduction` must be > 1, got {self.mac_reduction}")
+        optional_counts = tuple(name for name in ("eval_samples", "image_size") if getattr(self, name) is not None)
         for name in ("search_epochs", "finetune_epochs", "train_divisor", "batch_size", "latency_batch",
-                     "latency_repeats", "round_to", *(("eval_samples",) if self.eval_samples is not None else ())):
+                     "latency_repeats", "round_to", *optional_counts):
             if getattr(self, name) < 1:
                 raise ValueError(f"PruneConfig: `{name}` must be >= 1, got {getattr(self, name)}")
         if self.cost not in COSTS:
@@ -142,6 +145,8 @@ def _data(config: PruneConfig) -> Dataset:
     if (dataset.info.frames is not None) != (dims == 3):
         raise ValueError(f"model {config.model!r} is {dims}-D but dataset {config.dataset!r} holds "
                          f"{'clips' if dataset.info.frames else 'images'}")
+    if config.image_size is not None:
+        dataset = dataset.resized(config.image_size)
     dataset = dataset.subset_train(config.train_divisor, seed=config.seed)
     if config.eval_samples is None:
         return dataset

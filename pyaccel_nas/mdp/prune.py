@@ -97,11 +97,10 @@ def channel_groups(model: MDPNet) -> tuple[list[Group], dict[int, dict[str, int 
                              f"network (see over_parameterise)")
         layout = module.channel_layout()
         sets = {"in": current}
-        if layout.input_added_to is not None:
-            if current is None:
-                raise ValueError(f"prune: block {i} ({block.type}) adds the network's input to its output, whose "
-                                 f"channels then cannot be pruned")
-            sets[layout.input_added_to] = current
+        if layout.input_sets and current is None:
+            raise ValueError(f"prune: block {i} ({block.type}) shares channels with the network's input "
+                             f"({', '.join(layout.input_sets)}), which then cannot be pruned")
+        sets.update({name: current for name in layout.input_sets})
         for unit in layout.units:
             if unit.channels not in sets:
                 groups.append(Group(unit.conv.out_channels))
@@ -250,7 +249,8 @@ def _pruned_state(model: MDPNet, pruned: MDPNet, groups, channel_sets, inputs, b
             out_idx = kept(sets[unit.channels])
             in_idx = torch.arange(unit.conv.in_channels) if sets[unit.inputs] is None else kept(sets[unit.inputs])
             target = targets[unit.name]
-            state[names[target.conv] + ".weight"] = unit.conv.weight[out_idx][:, in_idx].clone()
+            weight = unit.conv.weight[out_idx]  # a depthwise conv's filters each read their own channel
+            state[names[target.conv] + ".weight"] = (weight if unit.depthwise else weight[:, in_idx]).clone()
             bn, g, name = unit.batchnorm(branches[i]), unit.gate.gate[out_idx], names[target.batchnorm(0)]
             state[name + ".weight"] = bn.weight[out_idx] * g
             state[name + ".bias"] = bn.bias[out_idx] * g
