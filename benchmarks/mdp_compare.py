@@ -1,6 +1,6 @@
 """MDP against the channel-only arm, over several seeds per model: the table of issue 18.
 
-    python -m benchmarks.mdp_compare --models resnet20,resnet56,vgg,c3d,resnet18,mobilenet_v2 --seeds 0,1,2 \
+    python -m benchmarks.mdp_compare --models resnet20,resnet56,vgg,c3d,i3d,resnet18,mobilenet_v2 --seeds 0,1,2 \
         --out benchmarks/results/mdp_vs_channel_only
 
 1. Runs ``pyaccel-nas prune --preset cpu`` for every (model, seed) whose OUT/<model>/seed<S>/report.json
@@ -36,7 +36,7 @@ from pyaccel_nas.provenance import machine, source_state
 
 # the dataset each model is measured on (issue 18), and flags of its own
 DATASETS = {"resnet20": ("fashion-mnist", []), "resnet56": ("fashion-mnist", []), "vgg": ("mnist", []),
-            "c3d": ("moving-digits", ["--train-divisor", "5"]),
+            "c3d": ("moving-digits", ["--train-divisor", "5"]), "i3d": ("moving-digits", ["--train-divisor", "5"]),
             # torchvision's networks downsample by 32: Fashion-MNIST enlarged to 32x32
             "resnet18": ("fashion-mnist", ["--image-size", "32"]),
             "mobilenet_v2": ("fashion-mnist", ["--image-size", "32"])}

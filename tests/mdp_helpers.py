@@ -12,7 +12,7 @@ from pyaccel_nas.mdp.prune import PruneResult, prunable_units
 from pyaccel_nas.nn import ChannelGate, MultiResSum
 
 # small inputs keep the tests fast; every size still admits more than one resolution factor somewhere
-SHAPES = {"resnet20": (16, 16), "vgg": (16, 16), "c3d": (4, 16, 16), "mixed": (16, 16)}
+SHAPES = {"resnet20": (16, 16), "vgg": (16, 16), "c3d": (4, 16, 16), "i3d": (4, 16, 16), "mixed": (16, 16)}
 
 
 def _block(kind: str, **fields) -> Block:

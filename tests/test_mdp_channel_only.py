@@ -21,7 +21,7 @@ def plain(name: str, seed: int = 0) -> MDPNet:
     return randomise(MDPNet(base_config(name)))
 
 
-@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d", "mixed"])
+@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d", "i3d", "mixed"])
 def test_prunes_to_the_budget_and_rebuilds_what_torch_pruning_pruned(name):
     net = plain(name)
     before = {k: v.clone() for k, v in net.state_dict().items()}
@@ -38,7 +38,8 @@ def test_prunes_to_the_budget_and_rebuilds_what_torch_pruning_pruned(name):
     assert type(pruned) is MDPNet and pruned.state_dict().keys() == net.state_dict().keys()
     for block in pruned.config.blocks:
         if block.prunable:
-            assert block.out % 4 == 0 and block.mid % 4 == 0 and block.mid2 % 4 == 0 and block.factors == ((1,) * len(SHAPES[name]),)
+            widths = (block.out, block.mid, block.mid2, *block.columns)
+            assert all(width % 4 == 0 for width in widths) and block.factors == ((1,) * len(SHAPES[name]),)
     assert pruned.config.blocks != net.config.blocks
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # the input is left alone
 

@@ -1,4 +1,5 @@
-"""``pyaccel-nas prune --preset smoke`` for both bases: under a minute, writing the report, plot and model."""
+"""``pyaccel-nas prune --preset smoke`` for a 2-D and two 3-D bases: the report, plot and models it writes, the
+pruned model exporting."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyaccel_nas.mdp import load_model
+from pyaccel_nas.mdp import export_model, load_model
+from pyaccel_nas.mdp.arch import INCEPTION_OUTPUT
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("model, dataset", [("resnet20", "fashion-mnist"), ("c3d", "moving-digits")])
+@pytest.mark.parametrize("model, dataset", [("resnet20", "fashion-mnist"), ("c3d", "moving-digits"),
+                                            ("i3d", "moving-digits")])
 def test_smoke_prune_cli(model, dataset, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -44,11 +47,14 @@ def test_smoke_prune_cli(model, dataset, tmp_path):
     assert load_model(out / "channel_only.pt")(torch.zeros(1, *report["dataset"]["input"])).shape == (1, 10)
     assert report["config"]["seed"] == 1 and report["baseline_epochs"] == 3
     assert all({"factor", "channels_before", "channels_after", "kept"} <= set(b) for b in report["blocks"])
-    assert all(len(b["kept"]["out"]) == b["channels_after"] for b in report["blocks"])
+    for block in report["blocks"]:  # an Inception block's output concatenates its columns
+        output = ("out",) if "out" in block["kept"] else INCEPTION_OUTPUT
+        assert sum(len(block["kept"][name]) for name in output) == block["channels_after"]
     assert (out / "report.png").stat().st_size > 10_000
     pruned = load_model(out / "pruned.pt")
     x = torch.randn(2, *report["dataset"]["input"])
     assert pruned(x).shape == (2, 10)
+    torch.testing.assert_close(export_model(pruned, batch=2, fold=True).module()(x), pruned(x), rtol=1e-4, atol=1e-4)
 
 
 def test_bad_settings_are_refused_before_any_training(tmp_path):

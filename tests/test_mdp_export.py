@@ -16,7 +16,7 @@ from pyaccel_nas.mdp.export import fold_batchnorms
 from pyaccel_nas.validation import CheckpointError
 
 
-@pytest.fixture(params=["resnet20", "c3d", "mixed"])
+@pytest.fixture(params=["resnet20", "c3d", "i3d", "mixed"])
 def pruned(request):
     net = randomised(request.param)
     return prune(net, threshold=0.5, round_to=2).model.eval(), net

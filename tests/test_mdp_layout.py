@@ -86,12 +86,13 @@ def check_layout(net: MDPNet) -> None:
         assert len({unit.name for unit in layout.units}) == len(layout.units)
         width = {"in": channels}
         for name in layout.input_sets:
-            assert getattr(config, name) == channels, f"block {i}: {name} is the input's"
+            assert config.width(name) == channels, f"block {i}: {name} is the input's"
             width[name] = channels
         for unit in layout.units:
             out = unit.conv.out_channels
-            assert out == getattr(config, unit.channels), f"block {i}, unit {unit.name}"
+            assert out == config.width(unit.channels), f"block {i}, unit {unit.name}"
             width[unit.channels] = out
+        assert config.out == sum(width[name] for name in layout.output), f"block {i}: its output's width"
         for unit in layout.units:
             assert isinstance(unit.conv, CONVS) and unit.conv.bias is None
             assert unit.conv.groups == (unit.conv.in_channels if unit.depthwise else 1)
@@ -104,7 +105,7 @@ def check_layout(net: MDPNet) -> None:
         channels = config.out
 
 
-@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d", "mixed"])
+@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d", "i3d", "mixed"])
 def test_built_in_blocks_describe_every_conv_batchnorm_and_gate_once(name):
     over = randomised(name)
     check_layout(over)

@@ -16,7 +16,7 @@ from pyaccel_nas.mdp.layers import ConvBlock
 from pyaccel_nas.nn import ChannelGate, count_macs
 
 
-@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d", "mixed"])
+@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d", "i3d", "mixed"])
 def test_config_json_round_trip_rebuilds_the_same_network(name):
     net = randomised(name)
     config = ArchConfig.from_json(net.config.to_json())
@@ -104,6 +104,20 @@ def test_the_torchvision_block_types_are_validated(bad, message):
     bad(data)
     with pytest.raises(ValueError, match=message):
         MDPNet(ArchConfig.from_dict(data))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda b: b.update(out=100), "`out` is the sum of its columns b0, b1, b2, b3: 64"),
+    (lambda b: b.update(columns=[16, 24, 32, 4, 8]), "columns"),
+    (lambda b: b.update(stride=[1, 2, 2]), "stride 1"),
+])
+def test_inception_blocks_are_validated(bad, message):
+    data = model_config("i3d", in_channels=1, num_classes=10, input_size=(8, 32, 32)).to_dict()
+    assert data["blocks"][4] == {"type": "inception", "out": 64, "columns": [16, 24, 32, 4, 8, 8], "gated": False,
+                                 "stride": [1, 1, 1], "factors": [[1, 1, 1]]}
+    bad(data["blocks"][4])
+    with pytest.raises(ValueError, match=message):
+        ArchConfig.from_dict(data)
 
 
 def test_configs_saved_before_the_new_fields_keep_their_digest():

@@ -13,7 +13,7 @@ from pyaccel_nas.mdp.prune import _scores, channel_groups
 from pyaccel_nas.nn import ChannelGate, count_macs
 
 
-@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d", "mixed"])
+@pytest.mark.parametrize("name", ["resnet20", "vgg", "c3d", "i3d", "mixed"])
 @pytest.mark.parametrize("round_to, group_score", [(1, "max"), (4, "max"), (4, "mean")])
 def test_pruned_network_equals_the_restricted_gated_network(name, round_to, group_score):
     net = randomised(name, seed=round_to)
@@ -43,9 +43,9 @@ def test_threshold_pruning_with_round_to_1_is_channel_gate_thresholding():
 def test_residual_stream_channels_are_shared_and_kept_if_any_member_needs_them():
     net = randomised("resnet20", seed=2)
     groups, channel_sets, _ = channel_groups(net)
-    stream = groups[channel_sets[1]["out"]]
+    stream = groups[channel_sets[1]["out"][0]]
     assert stream.members == [(0, "out"), (1, "out"), (2, "out"), (3, "out")]
-    stage2 = groups[channel_sets[4]["out"]]
+    stage2 = groups[channel_sets[4]["out"][0]]
     assert stage2.members == [(4, "out"), (4, "proj"), (5, "out"), (6, "out")]
     # channel 3 of stage 1's stream: below the threshold everywhere except in block 2's second conv
     with torch.no_grad():

@@ -14,6 +14,10 @@ linear classifier. Blocks:
   ``expand``; without, ``mid`` is the input's width), depthwise k x k conv-BN-ReLU6 with the stride, 1x1
   conv-BN to ``out`` (no activation), plus the input when ``shortcut`` (an identity: stride 1, as many
   input as output channels).
+- ``inception``: an inflated Inception block (I3D; GoogLeNet's in 2-D), stride 1, four columns run side by
+  side on the input and concatenated: 1x1 conv-BN-ReLU (``b0``); 1x1 conv-BN-ReLU (``b1_reduce``) then
+  3x3 conv-BN-ReLU (``b1``); the same again (``b2_reduce``, ``b2``); 3x3 max pool (stride 1) then 1x1
+  conv-BN-ReLU (``b3``). ``columns`` holds the six widths in that order; ``out`` is b0 + b1 + b2 + b3.
 - ``maxpool``: max pooling with window ``kernel``, ``stride`` (default: the window) and ``padding``
   (default 0).
 
@@ -35,7 +39,9 @@ from pyaccel_nas.exec.files import write_text_atomically
 from pyaccel_nas.validation import parse_json, quote
 
 ARCH_FORMAT = "pyaccel_nas.mdp.arch/1"
-BLOCK_TYPES = ("conv", "residual", "bottleneck", "inverted_residual", "maxpool")
+BLOCK_TYPES = ("conv", "residual", "bottleneck", "inverted_residual", "inception", "maxpool")
+INCEPTION_SETS = ("b0", "b1_reduce", "b1", "b2_reduce", "b2", "b3")  # the channel sets of `columns`, in order
+INCEPTION_OUTPUT = ("b0", "b1", "b2", "b3")  # concatenated into the block's output
 ACTIVATIONS = ("relu", "relu6")
 
 
@@ -65,6 +71,7 @@ class Block:
     expand: bool = True  # inverted_residual: a 1x1 conv first widens the input to `mid`
     shortcut: bool = False  # inverted_residual: the input is added to the output
     activation: str = "relu"  # conv: "relu" or "relu6"
+    columns: tuple[int, ...] = ()  # inception: the widths of INCEPTION_SETS
     factors: tuple[tuple[int, ...], ...] = ()  # prunable blocks: resolution factors, one per branch
     gated: bool = False  # prunable blocks: channel gates on every conv output
 
@@ -76,6 +83,20 @@ class Block:
     @property
     def prunable(self) -> bool:
         return self.type != "maxpool"
+
+    def width(self, channel_set: str) -> int:
+        """The width of the channel set ``channel_set`` ("out", "mid", "b1", ...)."""
+        if self.type == "inception" and channel_set in INCEPTION_SETS:
+            return self.columns[INCEPTION_SETS.index(channel_set)]
+        return getattr(self, channel_set)
+
+    def with_widths(self, widths: dict[str, int]) -> Block:
+        """This block with the channel sets in ``widths`` at those widths (an Inception block's output is
+        the sum of its columns' whatever ``widths`` says of it)."""
+        if self.type != "inception":
+            return dataclasses.replace(self, **widths)
+        columns = tuple(widths.get(name, width) for name, width in zip(INCEPTION_SETS, self.columns))
+        return dataclasses.replace(self, columns=columns, out=inception_out(columns))
 
     def pool_geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """A maxpool's window, stride and padding."""
@@ -98,6 +119,8 @@ class Block:
                 d["activation"] = self.activation
         elif self.type == "inverted_residual":
             d.update(mid=self.mid, kernel=list(self.kernel), expand=self.expand, shortcut=self.shortcut)
+        elif self.type == "inception":
+            d["columns"] = list(self.columns)
         else:
             d.update(mid=self.mid, projection=self.projection)
             if self.type == "bottleneck":
@@ -114,7 +137,8 @@ class Block:
                     "conv": prunable | {"kernel"},
                     "residual": prunable | {"mid", "projection"},
                     "bottleneck": prunable | {"mid", "mid2", "projection"},
-                    "inverted_residual": prunable | {"mid", "kernel", "expand", "shortcut"}}[kind]
+                    "inverted_residual": prunable | {"mid", "kernel", "expand", "shortcut"},
+                    "inception": prunable | {"columns"}}[kind]
         optional = {"maxpool": {"stride", "padding"}, "conv": {"activation"}}.get(kind, set())
         if not required <= set(data) <= required | optional:
             raise ValueError(f"{where}: a {kind} block has the keys {sorted(required)}"
@@ -142,9 +166,21 @@ class Block:
             if any(k % 2 == 0 for k in fields["kernel"]):
                 raise ValueError(f"{where}: `kernel` must be odd (padding k // 2 keeps the size), got "
                                  f"{fields['kernel']}")
+        if kind == "inception":
+            fields["columns"] = _ints(where, "columns", data["columns"], len(INCEPTION_SETS))
+            if fields["out"] != inception_out(fields["columns"]):
+                raise ValueError(f"{where}: an inception block's `out` is the sum of its columns b0, b1, b2, b3: "
+                                 f"{inception_out(fields['columns'])}, got {fields['out']}")
+            if max(fields["stride"]) != 1:
+                raise ValueError(f"{where}: an inception block has stride 1, got {fields['stride']}")
         if data.get("activation", "relu") not in ACTIVATIONS:
             raise ValueError(f"{where}: `activation` must be one of {ACTIVATIONS}, got {quote(data['activation'])}")
         return cls(kind, activation=data.get("activation", "relu"), **fields)
+
+
+def inception_out(columns: tuple[int, ...]) -> int:
+    """An Inception block's output width: its concatenated columns."""
+    return sum(width for name, width in zip(INCEPTION_SETS, columns) if name in INCEPTION_OUTPUT)
 
 
 @dataclass(frozen=True)

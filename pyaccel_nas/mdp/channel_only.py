@@ -66,7 +66,7 @@ def _rebuilt(pruned: MDPNet, source: ArchConfig) -> MDPNet:
     blocks = list(source.blocks)
     for index, module in pruned.prunable_blocks():
         widths = {unit.channels: unit.conv.out_channels for unit in module.channel_layout().units}
-        blocks[index] = dataclasses.replace(blocks[index], **widths)
+        blocks[index] = blocks[index].with_widths(widths)
     net = MDPNet(dataclasses.replace(source, blocks=tuple(blocks)))
     net.load_state_dict(pruned.state_dict())
     return net.train(pruned.training)

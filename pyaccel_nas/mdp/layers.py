@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyaccel_nas.mdp.arch import ArchConfig, Block, block_input_sizes
+from pyaccel_nas.mdp.arch import INCEPTION_OUTPUT, INCEPTION_SETS, ArchConfig, Block, block_input_sizes
 from pyaccel_nas.nn import ChannelGate, MultiResSum
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -77,11 +77,13 @@ class PrunableUnit:
 @dataclass(frozen=True)
 class ChannelLayout:
     """A prunable block as pruning sees it: its units (a prune report lists their kept channels in this
-    order), and ``input_sets``, the channel sets that are the block input's own: the set to which an identity
-    shortcut adds the input, the set a depthwise conv reads straight from the input."""
+    order); ``input_sets``, the channel sets that are the block input's own: the set to which an identity
+    shortcut adds the input, the set a depthwise conv reads straight from the input; and ``output``, the sets
+    the block's output concatenates, in order ("out" alone but for an Inception block)."""
 
     units: tuple[PrunableUnit, ...]
     input_sets: tuple[str, ...] = ()
+    output: tuple[str, ...] = ("out",)
 
 
 class PrunableBlock(nn.Module):
@@ -267,10 +269,51 @@ class InvertedResidualBlock(PrunableBlock):
         return y + x if self.shortcut else y
 
 
+class InceptionBlock(PrunableBlock):
+    """An inflated Inception block (I3D), its columns concatenated, at each resolution factor, mixed, then
+    ReLU: 1x1 conv (``b0``); 1x1 (``b1_reduce``) then 3x3 conv (``b1``); the same (``b2_reduce``, ``b2``);
+    3x3 max pool (stride 1) then 1x1 conv (``b3``); every conv followed by its BatchNorm and gate, and ReLU
+    (the output's after the mix: ReLU commutes with concatenation, not with the mix)."""
+
+    def __init__(self, in_channels: int, block: Block, dims: int) -> None:
+        super().__init__(block, dims)
+        widths = dict(zip(INCEPTION_SETS, block.columns))
+        sources = {"b0": in_channels, "b1_reduce": in_channels, "b1": widths["b1_reduce"], "b2_reduce": in_channels,
+                   "b2": widths["b2_reduce"], "b3": in_channels}
+        kernel = {"b1": 3, "b2": 3}
+        self.convs = nn.ModuleDict({name: _CONV[dims](sources[name], widths[name], kernel.get(name, 1),
+                                                      padding=kernel.get(name, 1) // 2, bias=False)
+                                    for name in INCEPTION_SETS})
+        self.bns = nn.ModuleDict({name: _batchnorms(dims, widths[name], len(block.factors)) for name in INCEPTION_SETS})
+        self.channel_gates = nn.ModuleDict({name: _gate(widths[name], block.gated) for name in INCEPTION_SETS})
+        self.pool = _MAXPOOL[dims](3, 1, 1)
+
+    def _unit(self, name: str, x: torch.Tensor, index: int) -> torch.Tensor:
+        return self.channel_gates[name](self.bns[name][index](self.convs[name](x)))
+
+    def branch(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        columns = [self._unit("b0", x, index),
+                   self._unit("b1", F.relu(self._unit("b1_reduce", x, index)), index),
+                   self._unit("b2", F.relu(self._unit("b2_reduce", x, index)), index),
+                   self._unit("b3", self.pool(x), index)]
+        return torch.cat(columns, 1)
+
+    def channel_layout(self) -> ChannelLayout:
+        inputs = {"b1": "b1_reduce", "b2": "b2_reduce"}
+        return ChannelLayout(tuple(PrunableUnit(name, self.convs[name], tuple(self.bns[name]),
+                                                _gate_or_none(self.channel_gates[name]), channels=name,
+                                                inputs=inputs.get(name, "in"))
+                                   for name in INCEPTION_SETS), output=INCEPTION_OUTPUT)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.multi_resolution(x))
+
+
 # the module of each prunable block type of an ArchConfig
 BLOCK_MODULES: dict[str, type[PrunableBlock]] = {"conv": ConvBlock, "residual": ResidualBlock,
                                                  "bottleneck": BottleneckBlock,
-                                                 "inverted_residual": InvertedResidualBlock}
+                                                 "inverted_residual": InvertedResidualBlock,
+                                                 "inception": InceptionBlock}
 
 
 class MDPNet(nn.Module):

@@ -12,6 +12,10 @@
 - ``vgg``: a VGG-style 2-D net, 32-32-M-64-64-M-128-128 convs with max pooling ``M``.
 - ``c3d``: a C3D-style 3-D net (Tran et al., 2015) scaled for small clips: 3x3x3 convs 16-M(1,2,2)-32-
   M(2,2,2)-64-64-M(2,2,2)-128; global average pooling replaces C3D's large fully connected layers.
+- ``i3d``: an I3D-style 3-D net (Carreira & Zisserman, 2017) scaled for small clips: a 3x3x3 stride-(1, 2, 2)
+  stem, 1x1x1 and 3x3x3 convs, a max pool, then inflated Inception blocks (concatenated columns, see
+  :class:`~pyaccel_nas.mdp.arch.Block`) 2 - pool - 2 - pool - 1, with I3D's column proportions at a quarter
+  of its widths.
 - ``resnet18``, ``resnet50``, ``mobilenet_v2``: torchvision's ImageNet networks, as torch.fx traces them
   (:mod:`~pyaccel_nas.mdp.convert`; torchvision must be installed): a 7x7 stride-2 stem and a max pool, then
   basic blocks / bottlenecks (ResNets); a stride-2 stem and inverted residuals (MobileNetV2). They
@@ -26,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from pyaccel_nas.mdp.arch import ArchConfig, Block, block_input_sizes, factor_fits
+from pyaccel_nas.mdp.arch import ArchConfig, Block, block_input_sizes, factor_fits, inception_out
 from pyaccel_nas.mdp.convert import TORCHVISION_MODELS, config_from_module, torchvision_model
 from pyaccel_nas.mdp.layers import MDPNet
 
@@ -36,8 +40,9 @@ DEFAULT_FACTORS = {
 }
 
 
-def _conv(out: int, dims: int, stride: int = 1) -> Block:
-    return Block("conv", out=out, kernel=(3,) * dims, stride=(stride,) * dims, factors=((1,) * dims,))
+def _conv(out: int, dims: int, stride: int | tuple[int, ...] = 1) -> Block:
+    stride = stride if isinstance(stride, tuple) else (stride,) * dims
+    return Block("conv", out=out, kernel=(3,) * dims, stride=stride, factors=((1,) * dims,))
 
 
 def _resnet(depth: int) -> Callable[[int], list[Block]]:
@@ -55,6 +60,24 @@ def _resnet(depth: int) -> Callable[[int], list[Block]]:
         return layers
 
     return blocks
+
+
+def _i3d(dims: int) -> list[Block]:
+    def inception(columns: tuple[int, ...]) -> Block:
+        return Block("inception", out=inception_out(columns), columns=columns, stride=(1,) * dims,
+                     factors=((1,) * dims,))
+
+    def pool(kernel: int, stride: tuple[int, ...]) -> Block:
+        return Block("maxpool", kernel=(kernel,) * dims, stride=stride, padding=(1,) * dims)
+
+    return [_conv(16, dims, stride=(1, 2, 2)), Block("conv", out=16, kernel=(1,) * dims, stride=(1,) * dims,
+                                                      factors=((1,) * dims,)), _conv(32, dims),
+            pool(3, (1, 2, 2)),
+            inception((16, 24, 32, 4, 8, 8)), inception((32, 32, 48, 8, 24, 16)),  # I3D's Mixed_3b, 3c / 4
+            pool(3, (2, 2, 2)),
+            inception((48, 24, 52, 4, 12, 16)), inception((40, 28, 56, 6, 16, 16)),  # Mixed_4b, 4c / 4
+            pool(3, (2, 2, 2)),
+            inception((64, 40, 80, 8, 32, 32))]  # Mixed_5b / 4
 
 
 def _plain(spec: Sequence[int | tuple[int, ...]]) -> Callable[[int], list[Block]]:
@@ -79,6 +102,7 @@ MODELS: dict[str, tuple[int, Callable[[int], list[Block]]]] = {
     "resnet56": (2, _resnet(56)),
     "vgg": (2, _plain([32, 32, (2, 2), 64, 64, (2, 2), 128, 128])),
     "c3d": (3, _plain([16, (1, 2, 2), 32, (2, 2, 2), 64, 64, (2, 2, 2), 128])),
+    "i3d": (3, _i3d),
     **{name: (2, _torchvision(name)) for name in TORCHVISION_MODELS},
 }
 

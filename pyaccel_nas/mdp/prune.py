@@ -4,8 +4,10 @@
    alone: pool before, convolutions, nearest upsampling after, as that branch did.
 2. Channels: layers whose outputs are added together share one channel set (a *group*: the residual
    stream of a ResNet stage is its first block's projection, or the conv feeding it, plus the second conv
-   of every block in the stage); each block says which of its layers share one
-   (:meth:`~pyaccel_nas.mdp.layers.PrunableBlock.channel_layout`). A channel of a group survives when the
+   of every block in the stage); each block says which of its layers share one, and which sets its output
+   concatenates (an Inception block's columns)
+   (:meth:`~pyaccel_nas.mdp.layers.PrunableBlock.channel_layout`). A layer reading a concatenation keeps the
+   kept channels of each part. A channel of a group survives when the
    largest ``|gate|`` among the group's members reaches ``threshold``; with ``mac_budget`` instead, the
    threshold is the smallest that brings the pruned network's MACs within the budget. Each group keeps at
    least one channel, and its count is rounded up to a multiple of ``round_to`` (taking the next-strongest
@@ -67,26 +69,31 @@ class PruneResult:
 def channel_widths(source: ArchConfig, pruned: MDPNet) -> list[dict]:
     """Per prunable block of ``pruned``: its index and type, and the width of each of its channel sets in
     ``source`` and in ``pruned``: ``channels_before``/``channels_after`` for the output, ``mid_before``/
-    ``mid_after`` for a residual block's middle."""
+    ``mid_after`` for a residual block's middle, and so on for the other sets its units name."""
     rows = []
     for index, module in pruned.prunable_blocks():
         before, after = source.blocks[index], pruned.config.blocks[index]
         row = {"block": index, "type": before.type, "channels_before": before.out, "channels_after": after.out}
         for name in dict.fromkeys(u.channels for u in module.channel_layout().units):
             if name != "out":
-                row.update({f"{name}_before": getattr(before, name), f"{name}_after": getattr(after, name)})
+                row.update({f"{name}_before": before.width(name), f"{name}_after": after.width(name)})
         rows.append(row)
     return rows
 
 
-def channel_groups(model: MDPNet) -> tuple[list[Group], dict[int, dict[str, int | None]], list[int | None]]:
-    """The coupled channel groups; per prunable block, the group of each of its channel sets (see
+# A channel set as the groups it concatenates, in order (one group but for an Inception block's output);
+# None stands for the network's input, which is never pruned
+ChannelSet = tuple[int, ...] | None
+
+
+def channel_groups(model: MDPNet) -> tuple[list[Group], dict[int, dict[str, ChannelSet]], list[ChannelSet]]:
+    """The coupled channel groups; per prunable block, the groups of each of its channel sets (see
     :class:`~pyaccel_nas.mdp.layers.PrunableUnit`: "in", its input, and those its units name); and per block
-    (plus the classifier, last) the group of its input. None stands for the network's input."""
+    (plus the classifier, last) the groups of its input."""
     groups: list[Group] = []
-    channel_sets: dict[int, dict[str, int | None]] = {}
-    inputs: list[int | None] = []
-    current = None
+    channel_sets: dict[int, dict[str, ChannelSet]] = {}
+    inputs: list[ChannelSet] = []
+    current: ChannelSet = None
     for i, module in enumerate(model.blocks):
         inputs.append(current)
         if not isinstance(module, PrunableBlock):
@@ -104,8 +111,13 @@ def channel_groups(model: MDPNet) -> tuple[list[Group], dict[int, dict[str, int 
         for unit in layout.units:
             if unit.channels not in sets:
                 groups.append(Group(unit.conv.out_channels))
-                sets[unit.channels] = len(groups) - 1
-            groups[sets[unit.channels]].members.append((i, unit.name))
+                sets[unit.channels] = (len(groups) - 1,)
+            if len(sets[unit.channels]) != 1:  # a gate would span several groups
+                raise ValueError(f"prune: block {i} ({block.type}), unit {unit.name}: its output channels are a "
+                                 f"concatenation of several channel sets; prune cannot score them")
+            groups[sets[unit.channels][0]].members.append((i, unit.name))
+        if layout.output != ("out",):
+            sets["out"] = sum((sets[name] for name in layout.output), ())
         channel_sets[i] = sets
         current = sets["out"]
     if not groups:
@@ -138,14 +150,24 @@ def _keep(score: torch.Tensor, threshold: float, round_to: int) -> list[int]:
     return sorted(order[:count].tolist())
 
 
+def kept_channels(groups: list[Group], channels: ChannelSet) -> list[int]:
+    """The kept channels of a channel set: those of each group it concatenates, offset by the groups before."""
+    kept, offset = [], 0
+    for group in channels:
+        kept += [offset + k for k in groups[group].kept]
+        offset += groups[group].channels
+    return kept
+
+
 def _pruned_config(model: MDPNet, groups: list[Group], channel_sets, branches: dict[int, int]) -> ArchConfig:
     blocks: list[Block] = []
     for i, block in enumerate(model.config.blocks):
         if not block.prunable:
             blocks.append(block)
             continue
-        widths = {name: len(groups[g].kept) for name, g in channel_sets[i].items() if name != "in"}
-        blocks.append(dataclasses.replace(block, **widths, gated=False, factors=(block.factors[branches[i]],)))
+        widths = {name: len(kept_channels(groups, g)) for name, g in channel_sets[i].items() if name != "in"}
+        blocks.append(dataclasses.replace(block.with_widths(widths), gated=False,
+                                          factors=(block.factors[branches[i]],)))
     return model.config.replace_blocks(blocks)
 
 
@@ -226,7 +248,7 @@ def prune(model: MDPNet, *, threshold: float | None = None, mac_budget: float | 
     pruned = MDPNet(config)
     pruned.load_state_dict(_pruned_state(model, pruned, groups, channel_sets, inputs, branches))
     pruned.train(model.training)
-    kept = {i: {u.name: list(groups[channel_sets[i][u.channels]].kept) for u in block.channel_layout().units}
+    kept = {i: {u.name: kept_channels(groups, channel_sets[i][u.channels]) for u in block.channel_layout().units}
             for i, block in model.prunable_blocks()}
     return PruneResult(pruned, branches, kept, float(threshold))
 
@@ -239,8 +261,8 @@ def _pruned_state(model: MDPNet, pruned: MDPNet, groups, channel_sets, inputs, b
     names = {module: name for name, module in pruned.named_modules()}
     state: dict[str, torch.Tensor] = {}
 
-    def kept(group: int) -> torch.Tensor:
-        return torch.tensor(groups[group].kept)
+    def kept(channels: ChannelSet) -> torch.Tensor:
+        return torch.tensor(kept_channels(groups, channels))
 
     for i, block in model.prunable_blocks():
         sets = channel_sets[i]
