@@ -4,8 +4,10 @@ A network is two files: ``NAME.pt``, its state_dict (tensors only, read with ``w
 the digest of its config, and ``NAME.json``, the :class:`~pyaccel_nas.mdp.arch.ArchConfig` that rebuilds
 it (validated on load). The digest ties the two together, which shapes alone do not: networks that differ
 only in a block's resolution factor have the same state_dict layout. A pruned network is an ordinary
-``MDPNet`` of plain convolutions, BatchNorms, pooling and upsampling, so it exports with ``torch.export``
-and traces with ``torch.jit.trace`` (``torch.jit.script`` refuses its indexed ModuleLists).
+``MDPNet`` of plain convolutions, BatchNorms, pooling and upsampling (a residual block below full resolution
+adds its upsampled output to the shortcut's with the ``pyaccel_nas::multires_sum`` op: its exported program
+runs where pyaccel_nas is imported), so it exports with ``torch.export`` and traces with ``torch.jit.trace``
+(``torch.jit.script`` refuses its indexed ModuleLists).
 """
 
 from __future__ import annotations

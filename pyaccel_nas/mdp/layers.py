@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyaccel_nas.mdp.arch import INCEPTION_OUTPUT, INCEPTION_SETS, ArchConfig, Block, block_input_sizes
+from pyaccel_nas import ops
 from pyaccel_nas.nn import ChannelGate, MultiResSum
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -111,14 +112,24 @@ class PrunableBlock(nn.Module):
         factor = self.factors[index]
         return x if max(factor) == 1 else _AVGPOOL[self.dims](x, factor, factor)
 
-    def multi_resolution(self, x: torch.Tensor) -> torch.Tensor:
+    def multi_resolution(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The branches, upsampled to full size and mixed, plus ``residual`` (a shortcut's output) if given.
+        A residual is summed in the same ``multires_sum`` pass, so that a branch below full resolution is never
+        upsampled into a tensor of its own (on a CPU that copy and the add after it cost as much as the
+        branch's convolutions save: ``benchmarks/mdp_resolution_cost.py``)."""
         outputs = [self.branch(self.pooled(x, index), index) for index in range(len(self.factors))]
         if self.mix is not None:
-            return self.mix(outputs)  # the first branch is at full size: the others upsample to it
+            if residual is None:
+                return self.mix(outputs)  # the first branch is at full size: the others upsample to it
+            weights = self.mix.weights()
+            return self.mix.ops.multires_sum([residual, *outputs], torch.cat([weights.new_ones(1), weights]),
+                                             mode=self.mix.mode)
         factor = self.factors[0]
         if max(factor) == 1:
-            return outputs[0]
-        return F.interpolate(outputs[0], scale_factor=[float(f) for f in factor], mode="nearest")
+            return outputs[0] if residual is None else outputs[0] + residual
+        if residual is None:
+            return F.interpolate(outputs[0], scale_factor=[float(f) for f in factor], mode="nearest")
+        return ops.multires_sum([residual, outputs[0]], outputs[0].new_ones(2))
 
 
 _ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6}
@@ -170,7 +181,7 @@ class ResidualBlock(PrunableBlock):
         return _with_shortcut(units, self.shortcut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.multi_resolution(x) + self.shortcut(x))
+        return F.relu(self.multi_resolution(x, self.shortcut(x)))
 
 
 def _shortcut(in_channels: int, block: Block, dims: int) -> nn.Module:
@@ -221,7 +232,7 @@ class BottleneckBlock(PrunableBlock):
         return _with_shortcut(units, self.shortcut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.multi_resolution(x) + self.shortcut(x))
+        return F.relu(self.multi_resolution(x, self.shortcut(x)))
 
 
 class InvertedResidualBlock(PrunableBlock):
@@ -265,8 +276,7 @@ class InvertedResidualBlock(PrunableBlock):
         return ChannelLayout(tuple(units), input_sets=own)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.multi_resolution(x)
-        return y + x if self.shortcut else y
+        return self.multi_resolution(x, x if self.shortcut else None)
 
 
 class InceptionBlock(PrunableBlock):
