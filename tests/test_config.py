@@ -133,7 +133,7 @@ def test_settings_a_run_cannot_use_are_refused(argv, message):
 @pytest.mark.parametrize("argv", [
     ["search", "--budget", "-1"], ["search", "--budget", "nan"], ["search", "--dataset", "imagenet"],
     ["search", "--strategy", "darts", "--budget", "0"], ["proxy-study", "--dataset", "imagenet"],
-    ["prune", "--model", "resnet18"], ["prune", "--alpha", "-1"], ["prune", "--learning-rate", "0"],
+    ["prune", "--model", "resnet34"], ["prune", "--alpha", "-1"], ["prune", "--learning-rate", "0"],
     ["prune", "--threshold", "0.1", "--mac-reduction", "2"], ["prune", "--preset", "huge"],
 ])
 def test_flags_refuse_bad_values_before_anything_runs(argv, capsys):
