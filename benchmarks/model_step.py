@@ -1,12 +1,17 @@
-"""Times one training step of a whole EcoNAS proxy network: reference modules, torch.compile of them, fused.
+"""Times one training step of a whole network: reference modules, torch.compile of them, fused.
 
-    python -m benchmarks.model_step [--proxy c4r4] [--batch 96] [--layers 20] [--no-compile] [--out DIR]
+    python -m benchmarks.model_step [--network cell|supernet] [--proxy c4r4] [--channels 36] [--layers 20] \
+        [--batch 96] [--no-compile] [--out DIR]
 
-The network is the DARTS V2 cell (sep and dil convs on most edges, like the cells a search trains) in the
-paper's 20-cell CIFAR-10 macro network, shrunk by the proxy's channel and resolution divisors (c4r4: 9
-channels, 8x8 inputs). A step is forward, cross-entropy, backward and an SGD update; the three variants
-start from the same weights and the same batch, and the report checks that their losses and gradients agree
-before timing. Besides the time it reports the bytes the forward keeps alive for the backward (the
+``cell`` (default): the DARTS V2 cell (sep and dil convs on most edges, like the cells a search trains) in
+the paper's CIFAR-10 macro network of ``--layers`` cells and ``--channels`` channels, shrunk by the proxy's
+channel and resolution divisors (the default c4r4: 9 channels, 8x8 inputs; ``--proxy c0r0 --channels 16
+--layers 8``: the DARTS evaluation network at C=16, 8 cells, 32x32). ``supernet``: the DARTS search network
+(all eight operations on every edge; ``--proxy c4r2 --channels 16 --layers 8``: DARTS' search setting under
+c4r2), whose step is the weight step of a search step (the alpha step is the same computation on another
+batch). A step is forward, cross-entropy, backward and an SGD update; the three variants start from the
+same weights and the same batch, and the report checks that their losses and gradients agree before
+timing. Besides the time it reports the bytes the forward keeps alive for the backward (the
 activation memory of a training step). Results go to ``benchmarks/results/model_step_*.json``.
 """
 
@@ -26,6 +31,7 @@ from benchmarks import measure
 from benchmarks.cases import require_kernels
 from benchmarks.report import RESULTS_DIR, machine, slug, source_state
 from pyaccel_nas._extension import OPS
+from pyaccel_nas.darts.supernet import Supernet
 from pyaccel_nas.econas.genotype import Genotype
 from pyaccel_nas.econas.network import Network, NetworkConfig
 from pyaccel_nas.econas.proxy import Proxy
@@ -42,10 +48,10 @@ FULL_CHANNELS, FULL_RESOLUTION, CLASSES = 36, 32, 10  # the paper's CIFAR-10 set
 SEED = 0
 
 
-def build(proxy: Proxy, layers: int) -> Network:
+def build(proxy: Proxy, layers: int, channels: int = FULL_CHANNELS, network: str = "cell") -> nn.Module:
     torch.manual_seed(SEED)
-    config = NetworkConfig(channels=proxy.channels_of(FULL_CHANNELS), layers=layers, num_classes=CLASSES)
-    return Network(DARTS_V2, config)
+    config = NetworkConfig(channels=proxy.channels_of(channels), layers=layers, num_classes=CLASSES)
+    return Supernet(config) if network == "supernet" else Network(DARTS_V2, config)
 
 
 def batch(proxy: Proxy, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +94,10 @@ def saved_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--network", choices=("cell", "supernet"), default="cell",
+                        help="the DARTS V2 cell network, or the DARTS search supernet")
     parser.add_argument("--proxy", default="c4r4", help="channel/resolution part of a proxy, c{x}r{y} (default c4r4)")
+    parser.add_argument("--channels", type=int, default=FULL_CHANNELS, help="channels before the proxy divides them")
     parser.add_argument("--batch", type=int, default=96)
     parser.add_argument("--layers", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=10)
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     require_kernels(OPS)
     proxy = Proxy.parse(args.proxy + "s0e1")
     x, y = batch(proxy, args.batch)
-    reference = set_fused(build(proxy, args.layers), False)
+    reference = set_fused(build(proxy, args.layers, args.channels, args.network), False)
     fused = set_fused(copy.deepcopy(reference), True)
     models = {"eager": reference, "fused": fused}
     if not args.no_compile:
@@ -123,8 +132,10 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine(torch.get_num_threads()),
         "source": source_state(),
         "timestamp": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "network": {"genotype": "DARTS_V2", "proxy": args.proxy, "layers": args.layers, "batch": args.batch,
-                    "input": list(x.shape), "parameters": sum(p.numel() for p in reference.parameters())},
+        "network": {"kind": args.network, "genotype": "DARTS_V2" if args.network == "cell" else None,
+                    "proxy": args.proxy, "channels": proxy.channels_of(args.channels), "layers": args.layers,
+                    "batch": args.batch, "input": list(x.shape),
+                    "parameters": sum(p.numel() for p in reference.parameters())},
         "step_ms": ms,
         "eager/fused": ms["eager"] / ms["fused"],
         "compiled/fused": ms["compiled"] / ms["fused"] if "compiled" in ms else None,
@@ -138,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     m = result["machine"]
     path = args.out / (
-        f"model_step_{args.proxy}_b{args.batch}_{slug(m['cpu'])}-{m['cores']}c_t{m['threads']}_"
+        f"model_step_{args.network}_{args.proxy}_C{args.channels}_L{args.layers}_b{args.batch}_{slug(m['cpu'])}-{m['cores']}c_t{m['threads']}_"
         f"{result['timestamp'].replace(':', '').replace('-', '')}.json"
     )
     path.write_text(json.dumps(result, indent=1) + "\n")
