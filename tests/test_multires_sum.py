@@ -59,6 +59,20 @@ def test_matches_reference_random_shapes(device, data, rank, n, c, num_branches,
     check_multires_sum(branches, weights, out if explicit_size else None, LINEAR[rank] if linear else "nearest")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sizes", [[(12, 10), (6, 5), (4, 2)], [(4, 6, 6), (2, 3, 3), (4, 2, 6)]])
+def test_channels_last_nearest_sums_whole_pixels(device, sizes, dtype):
+    """Every tensor channels-last (the layout of a CPU deployment, a pixel's channels contiguous), nearest:
+    the CPU forward sums pixel by pixel; the output stays channels-last, the backward as for any layout."""
+    branches, weights = make_branches(3, 19, sizes, dtype=dtype, device=device, seed=4)
+    branches = [in_layout(b, "channels_last") for b in branches]
+    out = check_multires_sum(branches, weights, None, "nearest")
+    fmt = torch.channels_last if len(sizes[0]) == 2 else torch.channels_last_3d
+    assert out.is_contiguous(memory_format=fmt)
+    # an output size larger than every branch, and a batch slice (a view: strides of the whole batch)
+    check_multires_sum([b[1:] for b in branches], weights, [2 * d for d in sizes[0]], "nearest")
+
+
 def test_non_power_of_two_ratios(device):
     branches, weights = make_branches(2, 3, [(12, 15), (4, 5), (6, 3), (1, 1)], device=device)
     for mode in ("nearest", "bilinear"):

@@ -241,12 +241,57 @@ double weight_grad_by_reader(const MultiresShape& s, const MultiresBranch& b, co
   return sum;
 }
 
+// Channels innermost in the output and every branch (channels-last), nearest mode: an output pixel reads one
+// pixel of each branch, and both hold their channels contiguously, so the sum runs pixel by pixel,
+// vectorised along c. The row-wise path would walk w with a stride of C elements, one cache line per element.
+template <typename T>
+bool channels_innermost(const MultiresShape& s, const std::vector<MultiresBranch>& layout, Strides5 ys) {
+  if (s.linear || ys.c != 1 || s.channels < 2) return false;
+  for (const auto& b : layout) {
+    if (b.strides.c != 1) return false;
+  }
+  return true;
+}
+
+template <typename T>
+void forward_channels_innermost(const MultiresShape& s, const std::vector<MultiresBranch>& layout,
+                                const std::vector<BranchTaps>& taps, const std::vector<const T*>& branches,
+                                const T* weights, T* y, Strides5 ys) {
+  const int64_t C = s.channels, Wo = s.out_w, rows = s.batch * s.out_t * s.out_h;
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, Wo * C));
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t oh = row % s.out_h, ot = (row / s.out_h) % s.out_t, n = row / (s.out_h * s.out_t);
+      T* dst_row = y + n * ys.n + ot * ys.t + oh * ys.h;
+      for (size_t k = 0; k < branches.size(); ++k) {
+        const MultiresBranch& b = layout[k];
+        const BranchTaps& tk = taps[k];
+        const T* src_row = branches[k] + n * b.strides.n + tk.t.first[ot] * b.strides.t + tk.h.first[oh] * b.strides.h;
+        const T scale = weights[k];
+        for (int64_t ow = 0; ow < Wo; ++ow) {
+          T* __restrict__ dst = dst_row + ow * ys.w;
+          const T* __restrict__ src = src_row + tk.w.first[ow] * b.strides.w;
+          if (k == 0) {
+            for (int64_t c = 0; c < C; ++c) dst[c] = scale * src[c];
+          } else {
+            for (int64_t c = 0; c < C; ++c) dst[c] += scale * src[c];
+          }
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 template <typename T>
 void multires_sum_forward_cpu(const MultiresShape& s, const std::vector<MultiresBranch>& layout,
                               const std::vector<const T*>& branches, const T* weights, T* y, Strides5 ys) {
   const std::vector<BranchTaps> taps = all_taps(s, layout);
+  if (!branches.empty() && channels_innermost<T>(s, layout, ys)) {
+    forward_channels_innermost(s, layout, taps, branches, weights, y, ys);
+    return;
+  }
   std::vector<WPhases<T>> phases;
   for (const auto& b : layout) phases.push_back(w_phases<T>(b.w, s.out_w));
   const int64_t rows = s.batch * s.channels * s.out_t * s.out_h, Wo = s.out_w;
