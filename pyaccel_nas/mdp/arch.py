@@ -91,26 +91,21 @@ class Block:
         return getattr(self, channel_set)
 
     def with_widths(self, widths: dict[str, int]) -> Block:
-        """This block with the channel sets in ``widths`` at those widths (an Inception block's output is
-        the sum of its columns' whatever ``widths`` says of it)."""
+        """This block with the channel sets in ``widths`` at those widths. An Inception block's ``out`` is
+        recomputed as the sum of its concatenated columns; a width given for "out" itself is ignored."""
         if self.type != "inception":
             return dataclasses.replace(self, **widths)
         columns = tuple(widths.get(name, width) for name, width in zip(INCEPTION_SETS, self.columns))
         return dataclasses.replace(self, columns=columns, out=inception_out(columns))
 
-    def pool_geometry(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        """A maxpool's window, stride and padding."""
-        return self.kernel, self.stride, self.padding
-
     def to_dict(self) -> dict[str, Any]:
         d = {"type": self.type}
         if self.type == "maxpool":
             d["kernel"] = list(self.kernel)
-            kernel, stride, padding = self.pool_geometry()
-            if stride != kernel:  # defaults stay unwritten: configs saved before they existed keep their digest
-                d["stride"] = list(stride)
-            if any(padding):
-                d["padding"] = list(padding)
+            if self.stride != self.kernel:  # defaults stay unwritten: older configs keep their digest
+                d["stride"] = list(self.stride)
+            if any(self.padding):
+                d["padding"] = list(self.padding)
             return d
         d.update(out=self.out, stride=list(self.stride), factors=[list(f) for f in self.factors], gated=self.gated)
         if self.type == "conv":
@@ -284,7 +279,7 @@ def block_input_sizes(config: ArchConfig) -> list[tuple[int, ...]]:
         where = f"block {i} ({block.type})"
         sizes.append(size)
         if block.type == "maxpool":
-            kernel, stride, padding = block.pool_geometry()
+            kernel, stride, padding = block.kernel, block.stride, block.padding
             if any(2 * p > k for k, p in zip(kernel, padding)):
                 raise ValueError(f"{where}: padding {padding} is more than half the window {kernel}")
             if any(k > n + 2 * p for k, n, p in zip(kernel, size, padding)):

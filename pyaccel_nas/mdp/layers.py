@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyaccel_nas.mdp.arch import INCEPTION_OUTPUT, INCEPTION_SETS, ArchConfig, Block, block_input_sizes
 from pyaccel_nas import ops
+from pyaccel_nas.mdp.arch import INCEPTION_OUTPUT, INCEPTION_SETS, ArchConfig, Block, block_input_sizes
 from pyaccel_nas.nn import ChannelGate, MultiResSum
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -341,7 +341,7 @@ class MDPNet(nn.Module):
         blocks = []
         for i, block in enumerate(config.blocks):
             if block.type == "maxpool":
-                blocks.append(_MAXPOOL[dims](*block.pool_geometry()))
+                blocks.append(_MAXPOOL[dims](block.kernel, block.stride, block.padding))
                 continue
             _check_channels(i, block, channels)
             blocks.append(BLOCK_MODULES[block.type](channels, block, dims))
