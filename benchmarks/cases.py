@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ import torch
 import pyaccel_nas.ops as fused_ops
 from pyaccel_nas._extension import fallback_reason
 from pyaccel_nas.ops import reference
+from pyaccel_nas.threads import available_cores
 
 IMPLS = ("eager", "compiled", "fused")
 PASSES = ("forward", "fwd+bwd")
@@ -125,8 +125,9 @@ def require_kernels(ops, device: str = "cpu", dtype: torch.dtype = torch.float32
 
 
 def set_threads() -> int:
-    """Use every core this process may run on (the affinity mask, which containers restrict)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """Use every core this process may run on: a benchmark states its thread count and times on a quiet
+    machine (it checks), so it does not adapt to other load as runs do (:mod:`pyaccel_nas.threads`)."""
+    cores = available_cores()
     torch.set_num_threads(cores)
     return cores
 
@@ -226,7 +227,22 @@ def quick_grid() -> list[Case]:
     ]
 
 
-GRIDS = {"quick": quick_grid, "full": full_grid}
+def darts_grid() -> list[Case]:
+    """The shapes DARTS networks give the ops at batch 64, and tensors larger than the last-level cache.
+
+    sep_conv2d: every separable and dilated DARTS op (3x3, 5x5; dilation 1, 2; stride 1, 2) at the three
+    stages of the evaluation network at C=16 and C=36 (32x32, 16x16, 8x8 planes), and at held-out widths and
+    sizes no other grid has (48 channels at 12x12, 24 at 24x24, 96 at 6x6). channel_gate: a cell's output at
+    C=36 and two tensors past a large last-level cache (0.5 and 1 GiB).
+    """
+    stages = ((16, 32), (32, 16), (64, 8), (36, 32), (72, 16), (144, 8), (48, 12), (24, 24), (96, 6))
+    cases = [sep_conv2d_case(64, c, h, k, d, s)
+             for (c, h), k, d, s in itertools.product(stages, (3, 5), (1, 2), (1, 2))]
+    cases += [channel_gate_case(64, 144, 32), channel_gate_case(128, 64, 128), channel_gate_case(256, 64, 128)]
+    return cases
+
+
+GRIDS = {"quick": quick_grid, "full": full_grid, "darts": darts_grid}
 
 
 def grid(name: str = "quick", ops: Sequence[str] | None = None) -> list[Case]:

@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from pyaccel_nas.exec.files import write_json_atomically, write_text_atomically
-from pyaccel_nas.exec.process import available_cores
 from pyaccel_nas.mdp import load_model
 from pyaccel_nas.mdp.latency import latency_runs_ms
 from pyaccel_nas.provenance import machine, source_state
+from pyaccel_nas.threads import available_cores
 
 # the dataset each model is measured on (issue 18), and flags of its own
 DATASETS = {"resnet20": ("fashion-mnist", []), "resnet56": ("fashion-mnist", []), "vgg": ("mnist", []),

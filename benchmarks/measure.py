@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import resource
 import statistics
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.cases import PASSES, Case, make_step
+from pyaccel_nas.threads import busy_cores
 
 MIB = 2**20
 
@@ -109,40 +109,6 @@ def time_steps(
             sample.seconds.append(clock.seconds_since(start) / n)
             sample.faults_per_call += (_minor_faults() - faults) / (n * rounds)
     return samples
-
-
-class OtherLoad:
-    """Cores kept busy by other processes since construction: all busy CPU time (/proc/stat) minus this
-    process's own. On a 2-core machine any other load stalls the 2 compute threads by whole scheduler
-    ticks (4 ms), so timings taken while it is above ~0.2 are not worth keeping. Linux only (else None)."""
-
-    def __init__(self) -> None:
-        self._start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, int, int] | None:
-        try:
-            with open("/proc/stat") as f:
-                ticks = [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-            with open("/proc/self/stat") as f:
-                own = f.read().rsplit(")", 1)[1].split()  # fields from 3 (state) on
-        except OSError:
-            return None
-        return time.perf_counter(), sum(ticks) - ticks[3] - ticks[4], int(own[11]) + int(own[12])  # utime + stime
-
-    def cores(self) -> float | None:
-        end = self._sample()
-        if self._start is None or end is None:
-            return None
-        (t0, busy0, own0), (t1, busy1, own1) = self._start, end
-        return max(0, (busy1 - busy0) - (own1 - own0)) / os.sysconf("SC_CLK_TCK") / max(t1 - t0, 1e-9)
-
-
-def busy_cores(seconds: float = 1.0) -> float | None:
-    """Cores other processes use over the next ``seconds`` (this one sleeps meanwhile)."""
-    load = OtherLoad()
-    time.sleep(seconds)
-    return load.cores()
 
 
 def wait_until_quiet(threshold: float, timeout_s: float = 120.0) -> float | None:

@@ -31,6 +31,7 @@ from benchmarks import measure
 from benchmarks.cases import require_kernels
 from benchmarks.report import RESULTS_DIR, machine, slug, source_state
 from pyaccel_nas._extension import OPS
+from pyaccel_nas.threads import OtherLoad
 from pyaccel_nas.darts.supernet import Supernet
 from pyaccel_nas.econas.genotype import Genotype
 from pyaccel_nas.econas.network import Network, NetworkConfig
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"agreement with the reference network: {errors}", file=sys.stderr)
 
     measure.wait_until_quiet(0.2)
-    load = measure.OtherLoad()
+    load = OtherLoad()
     steps = {name: training_step(model, x, y) for name, model in models.items()}
     samples = measure.time_steps(steps, warmup=3, repeats=args.repeats, budget_s=60.0)
     ms = {name: 1e3 * s.median for name, s in samples.items()}

@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 
 from benchmarks import measure
-from benchmarks.cases import IMPLS, OPS, PASSES, Case, grid, make_step, set_threads
+from benchmarks.cases import GRIDS, IMPLS, OPS, PASSES, Case, grid, make_step, set_threads
 from pyaccel_nas.provenance import machine, source_state
+from pyaccel_nas.threads import OtherLoad, busy_cores
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "benchmarks" / "results"
@@ -61,7 +62,7 @@ def time_impls(
     if "compiled" in steps:
         steps["compiled"]()  # compiles, outside the timing
     for attempt in range(retries + 1):
-        load = measure.OtherLoad()
+        load = OtherLoad()
         samples = measure.time_steps(steps, warmup=warmup, repeats=repeats, device=device)
         busy = load.cores()
         if busy is None or busy <= BUSY_WARNING or attempt == retries:
@@ -194,7 +195,7 @@ def write(rows: list[dict], summary: dict, header: dict, out_dir: Path) -> tuple
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n")[0])
-    parser.add_argument("--grid", choices=("quick", "full"), default="quick")
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="quick")
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}")
     parser.add_argument("--repeats", type=int, default=15, help="timed samples per measurement (median taken)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before the samples")
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--impls: unknown {sorted(set(impls) - set(IMPLS))}; choose from {','.join(IMPLS)}")
 
     cores = set_threads()
-    busy_before = measure.busy_cores()
+    busy_before = busy_cores()
     if busy_before is not None and busy_before > BUSY_WARNING:
         print(f"other processes keep {busy_before:.1f} of {cores} cores busy; waiting for them", file=sys.stderr)
         busy_before = measure.wait_until_quiet(BUSY_WARNING)

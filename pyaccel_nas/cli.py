@@ -79,7 +79,7 @@ def run_config(args: argparse.Namespace):
             if name not in DartsConfig.option_names() and getattr(args, name) is not None:
                 raise ValueError(f"--{name.replace('_', '-')} does not apply to --strategy darts" +
                                  (" (the proxy's epochs do)" if name == "cycles" else ""))
-        # --threads is not a setting of DARTS (its search runs in this process): ignored
+        # --threads is not a setting of DARTS: its supernet trains in this process, with _use_threads' count
         return DartsConfig.from_arguments(args, **({"fused": False} if args.reference_ops else {}))
     for name in _darts_only_options():
         if getattr(args, name) is not None:
@@ -95,6 +95,7 @@ def _search(args: argparse.Namespace) -> int:
         from pyaccel_nas.darts import run_darts
 
         # the supernet trains in this process: --executor and --benchmark do not apply
+        _use_threads(args.threads)
         result = run_darts(config, args.out, resume=args.resume, progress=not args.quiet)
     elif args.benchmark is not None:
         from pyaccel_nas.bench import load_table
@@ -175,16 +176,17 @@ def _train(args: argparse.Namespace) -> int:
     setting = Proxy.parse(args.setting)
     genotype = Genotype.load(args.genotype)
     recipe = TrainRecipe(batch_size=args.batch_size, learning_rate=args.learning_rate)
+    threads = _use_threads(args.threads)
     out = claim_output_dir(args.out, "train.json", overwrite=args.overwrite)
     task = EvaluationTask(
         network_id=0, genotype=genotype, proxy=setting,
         data=DataSpec(args.dataset, args.data_root, split_seed=args.seed),
         base_config=NetworkConfig(channels=args.channels, layers=args.layers),
         recipe=recipe, target_epochs=setting.epochs, schedule_epochs=setting.epochs, seed=args.seed,
-        run_dir=str(out.resolve()), report_test=True,
+        run_dir=str(out.resolve()), report_test=True, threads=threads,
     )
     result = run_evaluation(task)
-    summary = {"genotype": task.genotype.to_dict(), "setting": str(setting), "dataset": args.dataset,
+    summary = {"genotype": task.genotype.to_dict(), "setting": str(setting), "dataset": args.dataset, "threads": threads,
                "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
                "checkpoint": result.checkpoint, "seconds": result.seconds}
     write_json_atomically(out / "train.json", summary)
@@ -197,6 +199,7 @@ def _prune(args: argparse.Namespace) -> int:
     from pyaccel_nas.mdp.pipeline import run_prune
 
     config = run_config(args)
+    _use_threads(args.threads)  # training; latency is measured at config.latency_threads
     report = run_prune(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     print(f"{config.model} on {config.dataset}: MACs {report['macs']['before']:.4g} -> {report['macs']['after']:.4g} "
           f"(/{report['macs_reduction']:.2f}), params {report['params']['before']} -> {report['params']['after']}, "
@@ -265,6 +268,20 @@ def _bench_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _use_threads(requested: int | None) -> int:
+    """Sets this process's torch threads by the rule of :mod:`pyaccel_nas.threads` (the run records the
+    count it used: result.json, train.json, report.json's provenance)."""
+    from pyaccel_nas.threads import use_threads
+
+    return use_threads(requested).threads
+
+
+def _add_threads_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--threads", type=int, help=f"torch threads {what} (default: OMP_NUM_THREADS when set, else "
+                                                    "the cores not kept busy by other processes at start; CPU results "
+                                                    "depend on the count, so pin it to repeat a run exactly)")
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str | None) -> None:
     from pyaccel_nas.data import DATASETS
 
@@ -287,7 +304,9 @@ def _add_run_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--address", help="ray executor: cluster to join, auto or HOST:PORT (default: start a local "
                                           "Ray instance)")
     parser.add_argument("--threads", type=int, help="torch threads per evaluation (default: the preset's, 1; 2 in "
-                                                    "smoke); results depend on it, so a resumed run must keep it")
+                                                    "smoke); results depend on it, so a resumed run must keep it. "
+                                                    "--strategy darts: the supernet's threads (default: OMP_NUM_THREADS "
+                                                    "when set, else the cores not kept busy by other processes at start)")
     parser.add_argument("--retries", type=int, default=2,
                         help="times a failed evaluation is run again before it is recorded as failed and "
                              f"the {what} goes on without it (default 2)")
@@ -348,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=96)
     train.add_argument("--learning-rate", type=positive_float, default=0.025)
     train.add_argument("--seed", type=int, default=0)
+    _add_threads_argument(train, "of the training")
     train.add_argument("--out", required=True, type=Path, help="output directory (checked writable before training)")
     train.add_argument("--overwrite", action="store_true", help="replace the run in OUT if it has a train.json "
                                                                 "(refused otherwise)")
@@ -369,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "model could reach is refused before training")
     target.add_argument("--threshold", type=non_negative_float,
                         help="instead: remove channels whose gates are below this")
+    _add_threads_argument(prune, "of the training (latency is measured at the preset's latency_threads)")
     prune.add_argument("--out", required=True, type=Path, help="output directory")
     prune.add_argument("--overwrite", action="store_true", help="replace the run in OUT if it has a report.json "
                                                                 "(refused otherwise)")

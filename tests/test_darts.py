@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 
@@ -307,6 +308,7 @@ def test_cli_smoke_darts_search_on_fashion_mnist(tmp_path):
     assert "supernet validation accuracy" in out.stdout and "test" in out.stdout
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["proxy"] == "c4r4s100e2" and result["skip_connections"]["normal"] <= 2
+    assert 1 <= result["threads"] <= os.cpu_count()  # the supernet's, by the rule of pyaccel_nas.threads
     assert result["final"]["networks"][0]["test_accuracy"] > 0.3  # 10 classes
     bad = subprocess.run([sys.executable, "-m", "pyaccel_nas.cli", "search", "--strategy", "darts", "--cycles", "3",
                           "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=60)

@@ -44,6 +44,7 @@ def test_smoke_prune_cli(model, dataset, tmp_path):
     assert run["layout"] == "channels_last" and set(run["ms"]) == {"before", "after", "channel_only"}
     assert run["ms"]["after"]["median"] == report["cpu_latency_ms"]["after"]
     assert report["provenance"]["machine"]["cores"] >= 1 and "commit" in report["provenance"]
+    assert report["provenance"]["machine"]["threads"] == 1
     assert load_model(out / "channel_only.pt")(torch.zeros(1, *report["dataset"]["input"])).shape == (1, 10)
     assert report["config"]["seed"] == 1 and report["baseline_epochs"] == 3
     assert all({"factor", "channels_before", "channels_after", "kept"} <= set(b) for b in report["blocks"])

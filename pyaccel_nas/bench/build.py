@@ -26,8 +26,8 @@ from pyaccel_nas.econas.network import NetworkConfig
 from pyaccel_nas.econas.proxy import Proxy
 from pyaccel_nas.econas.trainer import TrainRecipe
 from pyaccel_nas.exec import InlineExecutor
-from pyaccel_nas.exec.process import available_cores
 from pyaccel_nas.provenance import machine, source_state
+from pyaccel_nas.threads import available_cores
 from pyaccel_nas.validation import require_finite
 
 STAGES = 3  # a setting of 3E epochs is scored after E, 2E and 3E: the tiers of the hierarchical strategy

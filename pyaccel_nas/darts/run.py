@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from pyaccel_nas.darts.search import DartsConfig, DartsSearch
@@ -72,6 +73,7 @@ def run_darts(config: DartsConfig, out: str | Path, *, resume: bool = False, pro
         skip_connections={"normal": skip_count(genotype.normal), "reduce": skip_count(genotype.reduce)},
         primitives=list(PRIMITIVES),
         alphas=search.alphas,
+        threads=torch.get_num_threads(),  # the supernet trained with these (results depend on the count)
         final=final,
     )
     write_result(out, result, None if last is None else genotype)

@@ -13,11 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyaccel_nas.exec.base import EnvironmentFailure, Executor, Outcome, describe
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+from pyaccel_nas.threads import available_cores
 
 
 def _start_worker(threads: int, parent: int) -> None:

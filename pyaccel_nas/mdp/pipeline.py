@@ -31,7 +31,6 @@ from pyaccel_nas.config import RunConfig, non_negative_float, option, positive_f
 from pyaccel_nas.data import DATASETS, Dataset, load_dataset
 from pyaccel_nas.data.split import stratified_sample
 from pyaccel_nas.exec.files import write_json_atomically
-from pyaccel_nas.exec.process import available_cores
 from pyaccel_nas.mdp.arch import ArchConfig
 from pyaccel_nas.mdp.channel_only import channel_prune, require_torch_pruning
 from pyaccel_nas.mdp.export import save_model
@@ -43,6 +42,7 @@ from pyaccel_nas.mdp.prune import GROUP_SCORES, MacBudgetError, channel_widths, 
 from pyaccel_nas.mdp.report import plot_report
 from pyaccel_nas.nn import count_macs, count_parameters
 from pyaccel_nas.provenance import machine, source_state
+from pyaccel_nas.threads import available_cores
 from pyaccel_nas.training import ModelTrainer, TrainRecipe, accuracy
 from pyaccel_nas.validation import claim_output_dir, require_finite
 
