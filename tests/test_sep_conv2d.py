@@ -64,6 +64,7 @@ def test_matches_reference_random_shapes(
 # than two vectors (float32: < 16, float64: < 8) take the channels-innermost path: the last three cases
 # have whole transpose tiles (channels and widths that are multiples of 8 or 4) next to channel tails, and
 # both loop orders of its depthwise backward (fewer or more than 4 channel vectors: C = 12, 16 and 33).
+# From 32 input and output channels on, the pointwise products run on torch's BLAS (the last three).
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
     "n,c,c_out,h,w,k,conv",
@@ -78,6 +79,11 @@ def test_matches_reference_random_shapes(
         (5, 16, 24, 12, 8, 3, dict(stride=1, padding=1, dilation=1, pre_relu=True)),
         (6, 12, 7, 8, 14, 3, dict(stride=2, padding=1, dilation=1, pre_relu=True)),
         (3, 33, 9, 16, 16, 5, dict(stride=2, padding=4, dilation=2, pre_relu=False)),
+        # both channel counts >= 32: the pointwise products go to torch's BLAS (phase-split, channels-
+        # innermost, several images per GEMM)
+        (2, 33, 48, 10, 21, 3, dict(stride=1, padding=1, dilation=1, pre_relu=True)),
+        (3, 40, 36, 12, 12, 3, dict(stride=1, padding=1, dilation=1, pre_relu=True)),
+        (9, 36, 40, 6, 6, 5, dict(stride=2, padding=4, dilation=2, pre_relu=False)),
     ],
 )
 def test_large_shapes_match_reference(device, n, c, c_out, h, w, k, conv, dtype):
@@ -92,8 +98,8 @@ def test_baseline_isa_kernels_match_reference():
         "import torch, test_sep_conv2d as t\n"
         "for dt in (torch.float32, torch.float64):\n"
         "    for conv in (dict(stride=1, padding=1), dict(stride=2, padding=4, dilation=2, pre_relu=False)):\n"
-        "        for w in (21, 10):\n"
-        "            x, dw, pw, b = t.make_inputs(2, 9, 11, 19, w, 3, 3, dtype=dt)\n"
+        "        for w, c in ((21, 9), (10, 9), (21, 36), (10, 36)):  # 36: gemm.inc where the BLAS would run\n"
+        "            x, dw, pw, b = t.make_inputs(2, c, c + 2, 19, w, 3, 3, dtype=dt)\n"
         "            t.check_sep_conv2d(x, dw, pw, b, conv)\n"
     )
 

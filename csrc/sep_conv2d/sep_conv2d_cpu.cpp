@@ -32,6 +32,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../common/blas.h"
 #include "../common/cpu_isa.h"
 #include "../common/parallel.h"
 
