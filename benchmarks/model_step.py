@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "batch": args.batch, "input": list(x.shape),
                     "parameters": sum(p.numel() for p in reference.parameters())},
         "step_ms": ms,
+        "step_ms_range": {name: [1e3 * min(s.seconds), 1e3 * max(s.seconds)] for name, s in samples.items()},
+        "samples": {name: len(s.seconds) for name, s in samples.items()},
         "eager/fused": ms["eager"] / ms["fused"],
         "compiled/fused": ms["compiled"] / ms["fused"] if "compiled" in ms else None,
         "saved_mib": saved,
