@@ -10,6 +10,7 @@ import torch
 
 from pyaccel_nas.econas.genotype import PRIMITIVES, Genotype, GenotypeError
 from pyaccel_nas.econas.network import Network, NetworkConfig
+from pyaccel_nas.econas.operations import FactorizedReduce, ReLUConvBN
 from pyaccel_nas.econas.plots import draw_genotype
 from pyaccel_nas.econas.proxy import Proxy
 from pyaccel_nas.nn import count_macs, set_fused
@@ -131,3 +132,25 @@ def test_network_reductions_and_macs():
     assert 3.5 < macs_32 / macs_16 < 4.5  # MACs scale with the number of pixels
     with pytest.raises(ValueError, match="`channels` must be a positive int"):
         NetworkConfig(channels=0)
+
+
+@pytest.mark.parametrize("make", [lambda: ReLUConvBN(6, 5, 1, 1, 0), lambda: FactorizedReduce(6, 5),
+                                  lambda: ReLUConvBN(6, 5, 1, 2, 0)])
+def test_cell_preprocessing_runs_fused_with_the_unfused_state_outputs_gradients_and_macs(make):
+    """ReLU -> 1x1 conv of ReLUConvBN and FactorizedReduce runs as one sep_conv2d when fused; its identity
+    depthwise weights are a buffer outside the state_dict, so checkpoints and MAC counts are unchanged."""
+    torch.manual_seed(0)
+    fused = make().double()
+    reference = set_fused(make().double(), False)
+    reference.load_state_dict(fused.state_dict())
+    assert "identity" not in "".join(fused.state_dict()) and fused.identity.dtype == torch.float64
+    x = torch.randn(3, 6, 7, 7, dtype=torch.float64, requires_grad=True)  # odd: FactorizedReduce pads
+    with torch.profiler.profile() as prof:
+        y = fused(x)
+    assert any(e.key == "pyaccel_nas::sep_conv2d" for e in prof.key_averages())
+    torch.testing.assert_close(y, reference(x), rtol=1e-9, atol=1e-9)
+    g = torch.randn_like(y)
+    inputs = [x, *fused.parameters()]
+    for a, b in zip(torch.autograd.grad(y, inputs, g), torch.autograd.grad(reference(x), [x, *reference.parameters()], g)):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9)
+    assert count_macs(fused, x) == count_macs(reference, x) > 0

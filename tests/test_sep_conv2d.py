@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import DEVICES, LAYOUTS, check_against_reference, in_layout, run_with_baseline_isa
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from torch.utils.flop_counter import FlopCounterMode
 from op_contract import Case, OpContract, requiring_grad
 
 from pyaccel_nas.ops import reference, sep_conv2d
@@ -89,6 +91,20 @@ def test_matches_reference_random_shapes(
 def test_large_shapes_match_reference(device, n, c, c_out, h, w, k, conv, dtype):
     x, dw, pw, b = make_inputs(n, c, c_out, h, w, k, k, dtype=dtype, device=device, seed=h + w)
     check_sep_conv2d(x, dw, pw, b, conv)
+
+
+@pytest.mark.parametrize("conv", [dict(), dict(stride=2), dict(stride=(2, 3), padding=(1, 2), dilation=3)])
+def test_a_1x1_depthwise_kernel_is_a_per_channel_scale_and_counts_no_macs(conv):
+    """ReLU -> 1x1 conv runs as sep_conv2d with an identity depthwise part (econas' cell preprocessing): the
+    reference computes a 1x1 depthwise conv as a scale, and MAC counts leave it out, as the 1x1 conv would."""
+    x, dw, pw, b = make_inputs(2, 5, 7, 9, 8, 1, 1, dtype=torch.float64)
+    expected = F.conv2d(F.conv2d(F.relu(x), dw, groups=5, **conv), pw, b)
+    torch.testing.assert_close(reference.sep_conv2d(x, dw, pw, b, **conv), expected)
+    torch.testing.assert_close(sep_conv2d(x, dw, pw, b, **conv), expected)
+    for fn in (sep_conv2d, reference.sep_conv2d):
+        with FlopCounterMode(display=False) as counter:
+            fn(x, dw, pw, b, **conv)
+        assert counter.get_total_flops() == 2 * expected[:, :1].numel() * 5 * 7  # the pointwise MACs only
 
 
 def test_baseline_isa_kernels_match_reference():

@@ -2,6 +2,10 @@
 
 The separable and dilated convolutions are :mod:`pyaccel_nas.nn`'s DARTS-compatible ``SepConv`` and
 ``DilConv``, which run on the fused ``sep_conv2d`` op (or its reference with ``set_fused(model, False)``).
+The cell-input preprocessing (``ReLUConvBN`` with a 1x1 conv, ``FactorizedReduce``) runs its ReLU and 1x1
+convs as ``sep_conv2d`` with an identity depthwise part when fused: one pass instead of a ReLU, a copy and
+oneDNN's 1x1 conv, which is slow on the small planes of proxies (2-2.6x slower, fwd+bwd, at 9-36 channels
+on 2x2-8x8 planes; ``benchmarks/NOTES.md``). Unfused, they run module by module, as DARTS does.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import torch
 from torch import nn
 
 from pyaccel_nas.nn import DilConv, SepConv
+from pyaccel_nas.nn.fusable import FusableModule
 
 
 class Zero(nn.Module):
@@ -25,7 +30,13 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
-class FactorizedReduce(nn.Module):
+def _relu_conv1x1(module: FusableModule, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """ReLU -> the 1x1 ``conv`` as one fused ``sep_conv2d``: its depthwise part multiplies by the module's
+    ``identity`` buffer of ones (a 1x1 depthwise conv that changes nothing)."""
+    return module.ops.sep_conv2d(x, module.identity, conv.weight, conv.bias, stride=conv.stride, pre_relu=True)
+
+
+class FactorizedReduce(FusableModule):
     """Halves the resolution without losing half the pixels: two 1x1 stride-2 convs, one shifted by a pixel."""
 
     def __init__(self, C_in: int, C_out: int, affine: bool = True) -> None:
@@ -35,16 +46,21 @@ class FactorizedReduce(nn.Module):
         self.conv_1 = nn.Conv2d(C_in, C_out - C_out // 2, 1, stride=2, padding=0, bias=False)
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
+        self.register_buffer("identity", torch.ones(C_in, 1, 1, 1), persistent=False)  # not in the state_dict
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:  # the ReLU inside each conv's op: it commutes with the padding and the shift
+            shifted = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+            return self.bn(torch.cat([_relu_conv1x1(self, x, self.conv_1), _relu_conv1x1(self, shifted, self.conv_2)],
+                                     dim=1))
         x = self.relu(x)
         # odd sizes: pad so the shifted branch has as many pixels as the first
         shifted = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
-class ReLUConvBN(nn.Sequential):
-    """ReLU -> Conv2d -> BatchNorm (DARTS' cell-input preprocessing)."""
+class ReLUConvBN(nn.Sequential, FusableModule):
+    """ReLU -> Conv2d -> BatchNorm (DARTS' cell-input preprocessing); fused, a 1x1 conv runs with its ReLU."""
 
     def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True) -> None:
         super().__init__(
@@ -52,6 +68,13 @@ class ReLUConvBN(nn.Sequential):
             nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )
+        self.register_buffer("identity", torch.ones(C_in, 1, 1, 1), persistent=False)  # not in the state_dict
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, conv, bn = self
+        if not self.fused or conv.kernel_size != (1, 1) or conv.padding != (0, 0):
+            return super().forward(x)
+        return bn(_relu_conv1x1(self, x, conv))
 
 
 OPERATIONS: dict[str, Callable[[int, int, bool], nn.Module]] = {

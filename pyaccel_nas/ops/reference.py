@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from pyaccel_nas.ops._validation import int_pair
+
 
 def sep_conv2d(
     x: torch.Tensor,
@@ -24,9 +26,17 @@ def sep_conv2d(
     dilation=1,
     pre_relu: bool = True,
 ) -> torch.Tensor:
-    """ReLU (optional) -> depthwise conv (groups = C) -> pointwise 1x1 conv (+ bias)."""
+    """ReLU (optional) -> depthwise conv (groups = C) -> pointwise 1x1 conv (+ bias).
+
+    A 1x1 depthwise kernel is a per-channel scale of the padded, strided input, and is computed as one, so
+    that MAC counts (which leave element-wise work out) agree with the fused op's formula."""
     h = F.relu(x) if pre_relu else x
-    h = F.conv2d(h, dw_weight, stride=stride, padding=padding, dilation=dilation, groups=x.shape[1])
+    if dw_weight.shape[-2:] == (1, 1):
+        pad_h, pad_w = int_pair("sep_conv2d", "padding", padding, minimum=0)
+        stride_h, stride_w = int_pair("sep_conv2d", "stride", stride, minimum=1)
+        h = F.pad(h, (pad_w, pad_w, pad_h, pad_h))[:, :, ::stride_h, ::stride_w] * dw_weight.view(1, -1, 1, 1)
+    else:
+        h = F.conv2d(h, dw_weight, stride=stride, padding=padding, dilation=dilation, groups=x.shape[1])
     return F.conv2d(h, pw_weight, pw_bias)
 
 

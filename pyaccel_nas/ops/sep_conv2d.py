@@ -106,10 +106,14 @@ def _register() -> None:
 
 
     # FLOP formulas, so torch.utils.flop_counter.FlopCounterMode (and MAC counts built on it) see the op.
+    # A 1x1 depthwise kernel is a per-channel scale: element-wise work, which MAC counts leave out (as they
+    # leave out BatchNorm's), so ReLU -> 1x1 conv run as this op with an identity depthwise part counts as
+    # the plain 1x1 conv does.
     def _depthwise_and_pointwise_flops(x_shape, dw_shape, pw_shape, out_shape) -> tuple[int, int]:
         n, c_out, h_out, w_out = out_shape
         pixels = n * h_out * w_out
-        return 2 * pixels * x_shape[1] * dw_shape[2] * dw_shape[3], 2 * pixels * x_shape[1] * c_out
+        taps = dw_shape[2] * dw_shape[3]
+        return (0 if taps == 1 else 2 * pixels * x_shape[1] * taps), 2 * pixels * x_shape[1] * c_out
 
     @register_flop_formula(torch.ops.pyaccel_nas.sep_conv2d)
     def _flops(x_shape, dw_shape, pw_shape, *args, out_shape=None, **kwargs) -> int:
