@@ -134,20 +134,29 @@ def test_network_reductions_and_macs():
         NetworkConfig(channels=0)
 
 
-@pytest.mark.parametrize("make", [lambda: ReLUConvBN(6, 5, 1, 1, 0), lambda: FactorizedReduce(6, 5),
-                                  lambda: ReLUConvBN(6, 5, 1, 2, 0)])
-def test_cell_preprocessing_runs_fused_with_the_unfused_state_outputs_gradients_and_macs(make):
-    """ReLU -> 1x1 conv of ReLUConvBN and FactorizedReduce runs as one sep_conv2d when fused; its identity
-    depthwise weights are a buffer outside the state_dict, so checkpoints and MAC counts are unchanged."""
+@pytest.mark.parametrize("make, channels, side, runs_fused", [
+    (lambda: ReLUConvBN(6, 5, 1, 1, 0), 6, 7, True),
+    (lambda: FactorizedReduce(6, 5), 6, 7, True),  # odd: FactorizedReduce pads
+    (lambda: ReLUConvBN(6, 5, 1, 2, 0), 6, 7, True),
+    # wide inputs on small output planes: oneDNN's product over the batch is faster, so it stays unfused
+    (lambda: ReLUConvBN(256, 5, 1, 1, 0), 256, 8, False),
+    (lambda: FactorizedReduce(256, 5), 256, 16, False),
+    (lambda: ReLUConvBN(256, 5, 1, 1, 0), 256, 9, True),
+])
+def test_cell_preprocessing_runs_fused_with_the_unfused_state_outputs_gradients_and_macs(make, channels, side,
+                                                                                         runs_fused):
+    """ReLU -> 1x1 conv of ReLUConvBN and FactorizedReduce runs as one sep_conv2d when fused (where that is
+    faster); its identity depthwise weights are a buffer outside the state_dict, so checkpoints and MAC
+    counts are unchanged."""
     torch.manual_seed(0)
     fused = make().double()
     reference = set_fused(make().double(), False)
     reference.load_state_dict(fused.state_dict())
     assert "identity" not in "".join(fused.state_dict()) and fused.identity.dtype == torch.float64
-    x = torch.randn(3, 6, 7, 7, dtype=torch.float64, requires_grad=True)  # odd: FactorizedReduce pads
+    x = torch.randn(3, channels, side, side, dtype=torch.float64, requires_grad=True)
     with torch.profiler.profile() as prof:
         y = fused(x)
-    assert any(e.key == "pyaccel_nas::sep_conv2d" for e in prof.key_averages())
+    assert any(e.key == "pyaccel_nas::sep_conv2d" for e in prof.key_averages()) == runs_fused
     torch.testing.assert_close(y, reference(x), rtol=1e-9, atol=1e-9)
     g = torch.randn_like(y)
     inputs = [x, *fused.parameters()]
