@@ -4,13 +4,13 @@
         [--wait-policies default,spin10k] [--repeats 10] [--out DIR]
 
 Every (OpenMP wait policy, torch thread count) setting runs in a fresh process, since OpenMP reads its
-environment (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``) once, when torch loads it: the process builds the fused proxy network of
-:mod:`benchmarks.model_step`, warms up and times ``--repeats`` training steps (median and range), first with
-the machine quiet, then with ``--busy`` processes busy-looping (``while True: pass``, default: one per core),
-which are stopped afterwards. A thread count of ``auto`` is the runs' rule (:mod:`pyaccel_nas.threads`): the
-child counts the idle cores when it starts, so it picks its threads from what it finds, quiet or busy. The
-report gives, per setting, the quiet and busy medians and their ratio, and
-each busy median against the quiet median of the fastest quiet setting. Results go to
+environment (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``) once, when torch loads it: the process builds the
+fused proxy network of :mod:`benchmarks.model_step`, warms up and times ``--repeats`` training steps
+(median and range), first with the machine quiet, then with ``--busy`` processes busy-looping (``while
+True: pass``, default: one per core), which are stopped afterwards. A thread count of ``auto`` is the runs'
+rule (:mod:`pyaccel_nas.threads`): the child counts the idle cores when it starts, so it picks its threads
+from what it finds, quiet or busy. The report gives, per setting, the quiet and busy medians and their
+ratio, and each busy median against the quiet median of the fastest quiet setting. Results go to
 ``benchmarks/results/contention_*.json``. Run it on a quiet machine: it makes the contention itself.
 """
 

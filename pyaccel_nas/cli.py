@@ -186,8 +186,8 @@ def _train(args: argparse.Namespace) -> int:
         run_dir=str(out.resolve()), report_test=True, threads=threads,
     )
     result = run_evaluation(task)
-    summary = {"genotype": task.genotype.to_dict(), "setting": str(setting), "dataset": args.dataset, "threads": threads,
-               "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
+    summary = {"genotype": task.genotype.to_dict(), "setting": str(setting), "dataset": args.dataset,
+               "threads": threads, "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
                "checkpoint": result.checkpoint, "seconds": result.seconds}
     write_json_atomically(out / "train.json", summary)
     print(f"{setting} on {args.dataset}: val {result.val_accuracy:.4f} test {result.test_accuracy:.4f} "
@@ -303,10 +303,10 @@ def _add_run_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--workers", type=int, help="process executor: worker processes (default: cores / threads)")
     parser.add_argument("--address", help="ray executor: cluster to join, auto or HOST:PORT (default: start a local "
                                           "Ray instance)")
-    parser.add_argument("--threads", type=int, help="torch threads per evaluation (default: the preset's, 1; 2 in "
-                                                    "smoke); results depend on it, so a resumed run must keep it. "
-                                                    "--strategy darts: the supernet's threads (default: OMP_NUM_THREADS "
-                                                    "when set, else the cores not kept busy by other processes at start)")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads per evaluation (default: the preset's, 1; 2 in smoke); results depend on "
+                             "it, so a resumed run must keep it. --strategy darts: the supernet's threads (default: "
+                             "OMP_NUM_THREADS when set, else the cores not kept busy by other processes at start)")
     parser.add_argument("--retries", type=int, default=2,
                         help="times a failed evaluation is run again before it is recorded as failed and "
                              f"the {what} goes on without it (default 2)")

@@ -1,9 +1,10 @@
 """How many torch threads a run uses: one rule for every entry point that trains in its own process.
 
 On a machine shared with other busy processes, OpenMP threads that outnumber the idle cores wait for each
-other at every op's barrier while the scheduler runs someone else: a 2-thread training step beside two
-busy-looping processes took 2.7x its quiet time, a 1-thread step 2.0x the quiet 2-thread time (benchmarks/
-NOTES.md, "a shared machine"). So a run takes as many threads as there are idle cores when it starts:
+other at every op's barrier while the scheduler runs someone else: on 2 cores beside two busy-looping
+processes, a 2-thread training step took 2.3-3.4x its quiet time (one step of eight 15 s), a 1-thread step
+about 2x the quiet 2-thread time, the fair share of one thread beside two (benchmarks/NOTES.md, "Threads by
+the idle cores"). So a run takes as many threads as there are idle cores when it starts:
 
 1. ``--threads N`` (the run's own flag) when given;
 2. else ``OMP_NUM_THREADS`` when set (the standard knob; torch reads it too);
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-SAMPLE_SECONDS = 0.2  # long enough to see a busy-looping process (50 scheduler ticks), short beside a run
+SAMPLE_SECONDS = 0.2  # 20 of /proc/stat's 10 ms ticks: enough to see a busy process, short beside a run
 
 
 class OtherLoad:

@@ -159,7 +159,7 @@ def test_cell_preprocessing_runs_fused_with_the_unfused_state_outputs_gradients_
     assert any(e.key == "pyaccel_nas::sep_conv2d" for e in prof.key_averages()) == runs_fused
     torch.testing.assert_close(y, reference(x), rtol=1e-9, atol=1e-9)
     g = torch.randn_like(y)
-    inputs = [x, *fused.parameters()]
-    for a, b in zip(torch.autograd.grad(y, inputs, g), torch.autograd.grad(reference(x), [x, *reference.parameters()], g)):
+    fused_grads = torch.autograd.grad(y, [x, *fused.parameters()], g)
+    for a, b in zip(fused_grads, torch.autograd.grad(reference(x), [x, *reference.parameters()], g)):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9)
     assert count_macs(fused, x) == count_macs(reference, x) > 0
