@@ -17,7 +17,6 @@ ratio, and each busy median against the quiet median of the fastest quiet settin
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import statistics
@@ -26,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.report import RESULTS_DIR, slug
+from benchmarks.report import RESULTS_DIR, save_report
 
 # OpenMP waiting behaviour, as environment variables: libgomp (torch's OpenMP) spins 300000 rounds at a
 # barrier by default before it sleeps; GOMP_SPINCOUNT shortens that without sleeping at every barrier as
@@ -103,8 +102,6 @@ def main(argv: list[str] | None = None) -> dict | None:
         parser.error(f"unknown wait policies {sorted(unknown)}; known: {', '.join(POLICIES)}")
     settings = [(policy, threads) for policy in policies for threads in args.threads.split(",")]
 
-    from benchmarks.report import machine, source_state
-
     load_before = os.getloadavg()[0]
     quiet = {setting: _run_setting(args, *setting) for setting in settings}
     busy_processes = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(args.busy)]
@@ -122,14 +119,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         rows.append({"wait_policy": setting[0], "threads": setting[1], "quiet_ms": q, "busy_ms": b,
                      "threads_used": {"quiet": quiet[setting]["threads"], "busy": busy[setting]["threads"]},
                      "busy_over_quiet": b["median"] / q["median"], "busy_over_best_quiet": b["median"] / best_quiet})
-    report = {"benchmark": "contention", "proxy": args.proxy, "batch": args.batch, "layers": args.layers,
-              "busy_processes": args.busy, "load_before": round(load_before, 2), "rows": rows,
-              "machine": machine(os.cpu_count()), "source": source_state(),
-              "when": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    where = f"{slug(report['machine']['cpu'])}-{report['machine']['cores']}c"
-    path = args.out / f"contention_{args.proxy}_b{args.batch}_{where}_{report['when']}.json"
-    path.write_text(json.dumps(report, indent=1))
+    fields = {"proxy": args.proxy, "batch": args.batch, "layers": args.layers, "busy_processes": args.busy,
+              "load_before": round(load_before, 2), "rows": rows}
+    report, path = save_report("contention", fields, os.cpu_count(), args.out, tag=f"{args.proxy}_b{args.batch}")
     print(f"{'policy':<8} {'threads':>12} {'quiet ms':>9} {'busy ms':>9} {'busy/quiet':>10} {'busy/best quiet':>15}")
     for row in rows:
         used = row["threads_used"]

@@ -15,8 +15,6 @@ reported: the question is whether the bound leaves room for ``--below``. Results
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 from pathlib import Path
 
@@ -25,8 +23,7 @@ import torch.nn.functional as F
 
 from benchmarks import measure
 from benchmarks.cases import Case, grid, make_step, set_threads
-from benchmarks.report import RESULTS_DIR, slug
-from pyaccel_nas.provenance import machine, source_state
+from benchmarks.report import RESULTS_DIR, save_report
 
 
 def products_steps(case: Case) -> dict:
@@ -70,12 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{case.name:<24} eager {ms['eager']:7.3f}  fused {ms['fused']:7.3f}  products: conv1x1 "
               f"{ms['conv1x1']:7.3f} matmul {ms['matmul']:7.3f}  "
               f"eager/fused {rows[-1]['eager/fused']:.2f}  bound {rows[-1]['bound']:.2f}", file=sys.stderr)
-    report = {"benchmark": "pointwise_bound", "grid": args.grid, "below": args.below, "rows": rows,
-              "machine": machine(cores), "source": source_state(),
-              "when": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"pointwise_bound_{args.grid}_{slug(report['machine']['cpu'])}-{cores}c_{report['when']}.json"
-    path.write_text(json.dumps(report, indent=1))
+    report, path = save_report("pointwise_bound", {"grid": args.grid, "below": args.below, "rows": rows}, cores,
+                               args.out, tag=args.grid)
     print(f"wrote {path}", file=sys.stderr)
     return report
 

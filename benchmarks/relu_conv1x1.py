@@ -11,8 +11,6 @@ shapes of the c4r4 proxy network and of the DARTS evaluation network at C=16 and
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 from pathlib import Path
 
@@ -21,9 +19,8 @@ import torch.nn.functional as F
 
 from benchmarks import measure
 from benchmarks.cases import require_kernels, set_threads
-from benchmarks.report import RESULTS_DIR, slug
+from benchmarks.report import RESULTS_DIR, save_report
 from pyaccel_nas import ops
-from pyaccel_nas.provenance import machine, source_state
 
 # (batch, C_in, C_out, plane side): c4r4 proxy (9 channels, 8x8 -> 2x2), DARTS evaluation net at C=16 and
 # at C=36 (32x32 -> 8x8)
@@ -62,11 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "eager/fused": us["eager"] / us["fused"]})
         print(f"n{shape[0]} {shape[1]}->{shape[2]} {shape[3]}x{shape[3]}: eager {us['eager']:8.1f} us  fused "
               f"{us['fused']:8.1f} us  eager/fused {rows[-1]['eager/fused']:.2f}", file=sys.stderr)
-    report = {"benchmark": "relu_conv1x1", "rows": rows, "machine": machine(cores), "source": source_state(),
-              "when": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"relu_conv1x1_{slug(report['machine']['cpu'])}-{cores}c_{report['when']}.json"
-    path.write_text(json.dumps(report, indent=1))
+    report, path = save_report("relu_conv1x1", {"rows": rows}, cores, args.out)
     print(f"wrote {path}", file=sys.stderr)
     return report
 

@@ -175,6 +175,18 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
 
 
+def save_report(benchmark: str, fields: dict, cores: int, out_dir: Path, tag: str = "") -> tuple[dict, Path]:
+    """A whole-run benchmark's report, ``{"benchmark", **fields, "machine", "source", "when"}``, written to
+    OUT_DIR/{benchmark}[_{tag}]_{cpu}-{cores}c_{when}.json; returns it and the path."""
+    report = {"benchmark": benchmark, **fields, "machine": machine(cores), "source": source_state(),
+              "when": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = "_".join(part for part in (benchmark, tag, f"{slug(report['machine']['cpu'])}-{cores}c", report["when"]) if part)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(report, indent=1))
+    return report, path
+
+
 def write(rows: list[dict], summary: dict, header: dict, out_dir: Path) -> tuple[Path, Path]:
     m = header["machine"]
     where = slug(m["gpu"]) if "gpu" in m else f"{slug(m['cpu'])}-{m['cores']}c"
