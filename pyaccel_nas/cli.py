@@ -93,9 +93,13 @@ def _search(args: argparse.Namespace) -> int:
     config = run_config(args)
     if args.strategy == "darts":
         from pyaccel_nas.darts import run_darts
+        from pyaccel_nas.darts.run import CHECKPOINT_NAME
+        from pyaccel_nas.darts.search import DartsSearch
 
-        # the supernet trains in this process: --executor and --benchmark do not apply
-        _use_threads(args.threads)
+        # the supernet trains in this process: --executor and --benchmark do not apply. A resume takes the
+        # thread count the search started with, so it ends where an uninterrupted run ends.
+        resumed = DartsSearch.saved_threads(args.out / CHECKPOINT_NAME) if args.resume else None
+        _use_threads(args.threads if args.threads is not None else resumed)
         result = run_darts(config, args.out, resume=args.resume, progress=not args.quiet)
     elif args.benchmark is not None:
         from pyaccel_nas.bench import load_table

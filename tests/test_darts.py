@@ -13,7 +13,9 @@ import torch
 from torch.func import functional_call
 from test_training_memory import saved_storages
 
-from pyaccel_nas.darts.run import run_darts
+import pyaccel_nas.darts
+from pyaccel_nas import cli
+from pyaccel_nas.darts.run import CHECKPOINT_NAME, run_darts
 from pyaccel_nas.darts.search import DartsConfig, DartsSearch, split_halves
 from pyaccel_nas.darts.supernet import EDGES, MixedOp, Supernet, derive_genotype, edge_index
 from pyaccel_nas.econas.evaluation import DataSpec, proxied_dataset
@@ -313,3 +315,33 @@ def test_cli_smoke_darts_search_on_fashion_mnist(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pyaccel_nas.cli", "search", "--strategy", "darts", "--cycles", "3",
                           "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "--cycles does not apply" in bad.stderr
+
+
+def test_a_checkpoint_remembers_its_thread_count_and_a_cli_resume_takes_it(tmp_path, monkeypatch):
+    """A search resumed on a machine whose load changed trains with the threads it started with (CPU results
+    depend on them), unless --threads says otherwise."""
+    search = DartsSearch(DartsConfig(**TINY), proxied_dataset(DataSpec("digits"), Proxy.parse(TINY["proxy"])))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        search.save(tmp_path / CHECKPOINT_NAME)
+        assert DartsSearch.saved_threads(tmp_path / CHECKPOINT_NAME) == 1
+        assert DartsSearch.saved_threads(tmp_path / "missing.pt") is None
+        (tmp_path / "truncated.pt").write_bytes((tmp_path / CHECKPOINT_NAME).read_bytes()[:100])
+        assert DartsSearch.saved_threads(tmp_path / "truncated.pt") is None
+
+        class Started(Exception):
+            pass
+
+        def fake_run_darts(config, out, **kwargs):
+            raise Started(torch.get_num_threads())
+
+        monkeypatch.setattr(pyaccel_nas.darts, "run_darts", fake_run_darts)
+        for extra, expected in (([], 1), (["--threads", "2"], 2)):
+            torch.set_num_threads(2 if expected == 1 else 1)
+            with pytest.raises(Started) as started:
+                cli.main(["search", "--strategy", "darts", "--preset", "smoke", "--out", str(tmp_path), "--resume",
+                          *extra])
+            assert started.value.args == (expected,)
+    finally:
+        torch.set_num_threads(before)

@@ -46,7 +46,7 @@ from pyaccel_nas.econas.proxy import TRAINING_PASSES, Proxy
 from pyaccel_nas.exec.files import atomic_writer
 from pyaccel_nas.nn import count_macs, set_fused
 from pyaccel_nas.training import ModelTrainer, TrainRecipe
-from pyaccel_nas.validation import load_tensors, require_finite, shorten
+from pyaccel_nas.validation import CheckpointError, load_tensors, require_finite, shorten
 
 # named before DARTS had a package of its own; kept, so that checkpoints written then still resume
 CHECKPOINT_FORMAT = "pyaccel_nas.econas.darts_checkpoint/1"
@@ -277,10 +277,22 @@ class DartsSearch(ModelTrainer):
             "scheduler": self.scheduler.state_dict(),
             "weight_rng": self.data_rng.get_state(),
             "arch_rng": self.arch_rng.get_state(),
+            "threads": torch.get_num_threads(),  # a resume with as many repeats the run bit for bit
         }
         with atomic_writer(path) as f:
             torch.save(state, f)
         return path
+
+    @staticmethod
+    def saved_threads(path: str | Path) -> int | None:
+        """The torch threads the search saved at ``path`` trained with; None where there is no readable
+        checkpoint that says (:meth:`load` is what reports what is wrong with it)."""
+        try:
+            state = load_tensors(path)
+        except (OSError, CheckpointError):
+            return None
+        threads = state.get("threads") if isinstance(state, dict) else None
+        return threads if isinstance(threads, int) and threads >= 1 else None
 
     @classmethod
     def load(cls, path: str | Path, config: DartsConfig, dataset: Dataset) -> DartsSearch:
