@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from benchmarks import measure
-from benchmarks.cases import set_threads
-from benchmarks.report import RESULTS_DIR, save_report
+from benchmarks.report import quiet_cores, save_report, whole_run_arguments
 
 # (batch, channels, plane side): the c4r4 proxy's cells (9 and 18 channels), DARTS' evaluation net at C=16
 SHAPES = ((96, 9, 8, 8), (96, 18, 4, 4), (64, 16, 32, 32), (64, 32, 16, 16), (64, 64, 8, 8))
@@ -52,11 +50,9 @@ def steps(shape: tuple[int, ...]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    whole_run_arguments(parser, repeats=15)
     args = parser.parse_args(argv)
-    cores = set_threads()
-    measure.wait_until_quiet(0.2)
+    cores = quiet_cores()
     rows = []
     for shape in SHAPES:
         bytes_ = 4 * torch.Size(shape).numel()
@@ -69,7 +65,6 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{'x'.join(map(str, shape)):<14} " + "  ".join(f"{k} {v:8.1f} us" for k, v in us.items()) +
               f"  eager forward at {rows[-1]['forward GB/s']:.1f} GB/s", file=sys.stderr)
     report, path = save_report("batchnorm_cost", {"rows": rows}, cores, args.out)
-    print(f"wrote {path}", file=sys.stderr)
     return report
 
 

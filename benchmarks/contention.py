@@ -128,7 +128,6 @@ def main(argv: list[str] | None = None) -> dict | None:
         threads = row["threads"] if row["threads"] != "auto" else f"auto ({used['quiet']}, {used['busy']})"
         print(f"{row['wait_policy']:<8} {threads:>12} {row['quiet_ms']['median']:>9.1f} "
               f"{row['busy_ms']['median']:>9.1f} {row['busy_over_quiet']:>10.2f} {row['busy_over_best_quiet']:>15.2f}")
-    print(f"wrote {path}")
     return report
 
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from benchmarks import measure
-from benchmarks.cases import Case, grid, make_step, set_threads
-from benchmarks.report import RESULTS_DIR, save_report
+from benchmarks.cases import Case, grid, make_step
+from benchmarks.report import quiet_cores, save_report, whole_run_arguments
 
 
 def products_steps(case: Case) -> dict:
@@ -49,11 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--grid", default="darts", help="a grid of benchmarks.cases (default darts)")
     parser.add_argument("--below", type=float, default=2.0, help="report cases with eager / fused below this")
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    whole_run_arguments(parser, repeats=9)
     args = parser.parse_args(argv)
-    cores = set_threads()
-    measure.wait_until_quiet(0.2)
+    cores = quiet_cores()
     rows = []
     for case in grid(args.grid, ["sep_conv2d"]):
         steps = {impl: make_step(case, impl, "fwd+bwd") for impl in ("eager", "fused")}
@@ -69,7 +66,6 @@ def main(argv: list[str] | None = None) -> dict:
               f"eager/fused {rows[-1]['eager/fused']:.2f}  bound {rows[-1]['bound']:.2f}", file=sys.stderr)
     report, path = save_report("pointwise_bound", {"grid": args.grid, "below": args.below, "rows": rows}, cores,
                                args.out, tag=args.grid)
-    print(f"wrote {path}", file=sys.stderr)
     return report
 
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from benchmarks import measure
-from benchmarks.cases import require_kernels, set_threads
-from benchmarks.report import RESULTS_DIR, save_report
+from benchmarks.cases import require_kernels
+from benchmarks.report import quiet_cores, save_report, whole_run_arguments
 from pyaccel_nas import ops
 
 # (batch, C_in, C_out, plane side): c4r4 proxy (9 channels, 8x8 -> 2x2), DARTS evaluation net at C=16 and
@@ -46,12 +45,10 @@ def steps(n: int, c_in: int, c_out: int, side: int) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    whole_run_arguments(parser, repeats=9)
     args = parser.parse_args(argv)
     require_kernels(("sep_conv2d",))
-    cores = set_threads()
-    measure.wait_until_quiet(0.2)
+    cores = quiet_cores()
     rows = []
     for shape in SHAPES:
         us = {name: 1e6 * s.median for name, s in measure.time_steps(steps(*shape), repeats=args.repeats).items()}
@@ -60,7 +57,6 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"n{shape[0]} {shape[1]}->{shape[2]} {shape[3]}x{shape[3]}: eager {us['eager']:8.1f} us  fused "
               f"{us['fused']:8.1f} us  eager/fused {rows[-1]['eager/fused']:.2f}", file=sys.stderr)
     report, path = save_report("relu_conv1x1", {"rows": rows}, cores, args.out)
-    print(f"wrote {path}", file=sys.stderr)
     return report
 
 

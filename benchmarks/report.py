@@ -175,15 +175,29 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
 
 
+def whole_run_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
+    """``--repeats`` and ``--out``, the options every whole-run benchmark takes."""
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"timed samples per variant (default {repeats})")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+
+
+def quiet_cores() -> int:
+    """Uses every core this process may run on, waits for other processes to go quiet, returns the cores."""
+    cores = set_threads()
+    measure.wait_until_quiet(0.2)
+    return cores
+
+
 def save_report(benchmark: str, fields: dict, cores: int, out_dir: Path, tag: str = "") -> tuple[dict, Path]:
     """A whole-run benchmark's report, ``{"benchmark", **fields, "machine", "source", "when"}``, written to
-    OUT_DIR/{benchmark}[_{tag}]_{cpu}-{cores}c_{when}.json; returns it and the path."""
+    OUT_DIR/{benchmark}[_{tag}]_{cpu}-{cores}c_{when}.json (and said on stderr); returns it and the path."""
     report = {"benchmark": benchmark, **fields, "machine": machine(cores), "source": source_state(),
               "when": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")}
     out_dir.mkdir(parents=True, exist_ok=True)
     name = "_".join(part for part in (benchmark, tag, f"{slug(report['machine']['cpu'])}-{cores}c", report["when"]) if part)
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps(report, indent=1))
+    print(f"wrote {path}", file=sys.stderr)
     return report, path
 
 
