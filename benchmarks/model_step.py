@@ -31,12 +31,12 @@ from benchmarks import measure
 from benchmarks.cases import require_kernels
 from benchmarks.report import RESULTS_DIR, machine, slug, source_state
 from pyaccel_nas._extension import OPS
-from pyaccel_nas.threads import OtherLoad
 from pyaccel_nas.darts.supernet import Supernet
 from pyaccel_nas.econas.genotype import Genotype
 from pyaccel_nas.econas.network import Network, NetworkConfig
 from pyaccel_nas.econas.proxy import Proxy
 from pyaccel_nas.nn import set_fused
+from pyaccel_nas.threads import OtherLoad
 
 # DARTS V2 (Liu et al., 2019), the best-known cell of this search space.
 DARTS_V2 = Genotype.from_dict({
@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     m = result["machine"]
     path = args.out / (
-        f"model_step_{args.network}_{args.proxy}_C{args.channels}_L{args.layers}_b{args.batch}_{slug(m['cpu'])}-{m['cores']}c_t{m['threads']}_"
+        f"model_step_{args.network}_{args.proxy}_C{args.channels}_L{args.layers}_b{args.batch}_"
+        f"{slug(m['cpu'])}-{m['cores']}c_t{m['threads']}_"
         f"{result['timestamp'].replace(':', '').replace('-', '')}.json"
     )
     path.write_text(json.dumps(result, indent=1) + "\n")

@@ -194,7 +194,8 @@ def save_report(benchmark: str, fields: dict, cores: int, out_dir: Path, tag: st
     report = {"benchmark": benchmark, **fields, "machine": machine(cores), "source": source_state(),
               "when": dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")}
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = "_".join(part for part in (benchmark, tag, f"{slug(report['machine']['cpu'])}-{cores}c", report["when"]) if part)
+    where = f"{slug(report['machine']['cpu'])}-{cores}c"
+    name = "_".join(part for part in (benchmark, tag, where, report["when"]) if part)
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps(report, indent=1))
     print(f"wrote {path}", file=sys.stderr)

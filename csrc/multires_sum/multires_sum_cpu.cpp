@@ -244,7 +244,6 @@ double weight_grad_by_reader(const MultiresShape& s, const MultiresBranch& b, co
 // Channels innermost in the output and every branch (channels-last), nearest mode: an output pixel reads one
 // pixel of each branch, and both hold their channels contiguously, so the sum runs pixel by pixel,
 // vectorised along c. The row-wise path would walk w with a stride of C elements, one cache line per element.
-template <typename T>
 bool channels_innermost(const MultiresShape& s, const std::vector<MultiresBranch>& layout, Strides5 ys) {
   if (s.linear || ys.c != 1 || s.channels < 2) return false;
   for (const auto& b : layout) {
@@ -288,7 +287,7 @@ template <typename T>
 void multires_sum_forward_cpu(const MultiresShape& s, const std::vector<MultiresBranch>& layout,
                               const std::vector<const T*>& branches, const T* weights, T* y, Strides5 ys) {
   const std::vector<BranchTaps> taps = all_taps(s, layout);
-  if (!branches.empty() && channels_innermost<T>(s, layout, ys)) {
+  if (!branches.empty() && channels_innermost(s, layout, ys)) {
     forward_channels_innermost(s, layout, taps, branches, weights, y, ys);
     return;
   }

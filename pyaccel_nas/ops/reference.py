@@ -12,8 +12,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from pyaccel_nas.ops._validation import int_pair
-
 
 def sep_conv2d(
     x: torch.Tensor,
@@ -32,8 +30,8 @@ def sep_conv2d(
     that MAC counts (which leave element-wise work out) agree with the fused op's formula."""
     h = F.relu(x) if pre_relu else x
     if dw_weight.shape[-2:] == (1, 1):
-        pad_h, pad_w = int_pair("sep_conv2d", "padding", padding, minimum=0)
-        stride_h, stride_w = int_pair("sep_conv2d", "stride", stride, minimum=1)
+        pad_h, pad_w = (padding, padding) if isinstance(padding, int) else padding
+        stride_h, stride_w = (stride, stride) if isinstance(stride, int) else stride
         h = F.pad(h, (pad_w, pad_w, pad_h, pad_h))[:, :, ::stride_h, ::stride_w] * dw_weight.view(1, -1, 1, 1)
     else:
         h = F.conv2d(h, dw_weight, stride=stride, padding=padding, dilation=dilation, groups=x.shape[1])
