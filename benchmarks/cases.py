@@ -26,7 +26,7 @@ from pyaccel_nas.threads import available_cores
 
 IMPLS = ("eager", "compiled", "fused")
 PASSES = ("forward", "fwd+bwd")
-OPS = ("sep_conv2d", "channel_gate", "multires_sum")
+OPS = ("sep_conv2d", "channel_gate", "multires_sum", "batch_norm")
 F32 = 4  # bytes per element
 SEED = 0
 
@@ -66,6 +66,8 @@ class Case:
         kwargs = dict(self.kwargs)
         if self.op == "multires_sum":  # flat (*branches, weights) -> (branches, weights)
             return lambda *t: fn(list(t[:-1]), t[-1], **kwargs)
+        if self.op == "batch_norm":  # flat (x, weight, bias) -> (x, running_mean, running_var, weight, bias)
+            return lambda x, weight, bias: fn(x, None, None, weight, bias, **kwargs)
         return lambda *t: fn(*t, **kwargs)
 
 
@@ -166,6 +168,22 @@ def channel_gate_case(n: int, c: int, h: int) -> Case:
     )
 
 
+def batch_norm_case(n: int, c: int, h: int) -> Case:
+    """Training-mode BatchNorm with weight and bias, without running statistics (torch updates them with
+    separate small ops, the fused op inside its kernel: leaving them out leaves that gain out)."""
+    x = n * c * h * h
+    return Case(
+        op="batch_norm",
+        name=f"n{n}_c{c}_h{h}",
+        shapes=((n, c, h, h), (c,), (c,)),
+        out_shape=(n, c, h, h),
+        kwargs=(),
+        # forward: sum, squared deviation, normalize (4 per element); backward: two sums and grad_x (7)
+        flops=(4 * x, 11 * x),
+        bytes=(F32 * 2 * x, F32 * 5 * x),  # x -> out; grad_out, x -> grad_x
+    )
+
+
 def multires_sum_case(n: int, c: int, size: Sequence[int], factors: Sequence[Sequence[int]], mode: str) -> Case:
     """Branches of spatial size ``size / factor`` for each factor, summed at ``size``."""
     branch_shapes = tuple((n, c, *(s // f for s, f in zip(size, fac))) for fac in factors)
@@ -201,6 +219,7 @@ def full_grid() -> list[Case]:
         for n, c, h, k, d, s in itertools.product(*sizes.values(), (3, 5), (1, 2), (1, 2))
     ]
     cases += [channel_gate_case(n, c, h) for n, c, h in itertools.product(*sizes.values())]
+    cases += [batch_norm_case(n, c, h) for n, c, h in itertools.product(*sizes.values())]
     cases += [
         multires_sum_case(n, c, size, factors, mode)
         for size, factors in (MULTIRES_2D, MULTIRES_3D)
@@ -220,6 +239,9 @@ def quick_grid() -> list[Case]:
         channel_gate_case(32, 9, 8),
         channel_gate_case(32, 16, 16),
         channel_gate_case(96, 36, 32),
+        batch_norm_case(96, 9, 8),  # the c4r4 proxy's cells
+        batch_norm_case(96, 36, 2),
+        batch_norm_case(64, 16, 32),  # DARTS' evaluation net at C=16
         multires_sum_case(32, 16, *MULTIRES_2D, "nearest"),
         multires_sum_case(96, 36, *MULTIRES_2D, "bilinear"),
         multires_sum_case(32, 16, *MULTIRES_3D, "nearest"),
@@ -233,12 +255,15 @@ def darts_grid() -> list[Case]:
     sep_conv2d: every separable and dilated DARTS op (3x3, 5x5; dilation 1, 2; stride 1, 2) at the three
     stages of the evaluation network at C=16 and C=36 (32x32, 16x16, 8x8 planes), and at held-out widths and
     sizes no other grid has (48 channels at 12x12, 24 at 24x24, 96 at 6x6). channel_gate: a cell's output at
-    C=36 and two tensors past a large last-level cache (0.5 and 1 GiB).
+    C=36 and two tensors past a large last-level cache (0.5 and 1 GiB). batch_norm: every stage of both
+    widths, and the c4r4 proxy's cell planes (96 images of 9, 18 and 36 channels at 8x8, 4x4, 2x2).
     """
     stages = ((16, 32), (32, 16), (64, 8), (36, 32), (72, 16), (144, 8), (48, 12), (24, 24), (96, 6))
     cases = [sep_conv2d_case(64, c, h, k, d, s)
              for (c, h), k, d, s in itertools.product(stages, (3, 5), (1, 2), (1, 2))]
     cases += [channel_gate_case(64, 144, 32), channel_gate_case(128, 64, 128), channel_gate_case(256, 64, 128)]
+    cases += [batch_norm_case(64, c, h) for c, h in stages[:6]]
+    cases += [batch_norm_case(96, c, h) for c, h in ((9, 8), (18, 4), (36, 2))]
     return cases
 
 

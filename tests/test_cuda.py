@@ -14,11 +14,11 @@ import torch
 from conftest import in_layout, requires_cuda
 
 from pyaccel_nas import _extension
-from pyaccel_nas.ops import channel_gate, multires_sum, reference, sep_conv2d
+from pyaccel_nas.ops import batch_norm, channel_gate, multires_sum, reference, sep_conv2d
 
 pytestmark = requires_cuda
 
-OPS = ("sep_conv2d", "channel_gate", "multires_sum")
+OPS = ("sep_conv2d", "channel_gate", "multires_sum", "batch_norm")
 
 
 def _randn(*shape, seed=0):
@@ -41,6 +41,12 @@ CASES = {
         lambda x, g: channel_gate(x, g, threshold=0.3),
         lambda x, g: reference.channel_gate(x, g, threshold=0.3),
         [_randn(16, 36, 16, 16, seed=8), _randn(36, seed=9)],
+    ),
+    # ATen's CUDA batch norm behind the op (csrc/batch_norm/batch_norm.cpp says why)
+    "batch_norm": (
+        lambda x, w, b: batch_norm(x, None, None, w, b),
+        lambda x, w, b: reference.batch_norm(x, None, None, w, b),
+        [_randn(16, 36, 8, 8, seed=17) * 2 + 1, _randn(36, seed=18), _randn(36, seed=19)],
     ),
     "multires_sum_bilinear": (
         lambda w, *b: multires_sum(list(b), w, mode="bilinear"),

@@ -126,6 +126,36 @@ def test_mobilenet_like_sequential(dtype):
         ((2, 2), (1, 1), (1, 1), True, True),
     ]
     assert (model[10].kernel_size, model[10].dilation, model[10].pre_relu) == ((5, 5), (2, 2), False)
+    assert all(type(model[i]) is pnn.BatchNorm2d for i in (1, 5, 9))
+
+
+def test_batchnorms_become_fused_ones_keeping_tensors_sharing_and_hooks():
+    """Every plain BatchNorm1d/2d/3d, wherever it sits, runs the fused op with the same tensors; a shared one
+    stays shared; one with hooks, or a subclass, is left alone."""
+
+    class CustomNorm(nn.BatchNorm2d):
+        pass
+
+    torch.manual_seed(0)
+    shared = nn.BatchNorm2d(3)
+    hooked = nn.BatchNorm2d(3)
+    hooked.register_forward_hook(lambda module, args, out: None)
+    model = nn.ModuleDict({"a": shared, "b": nn.Sequential(shared, hooked, CustomNorm(3)),
+                           "c": nn.BatchNorm1d(5, momentum=None), "d": nn.BatchNorm3d(2, affine=False)})
+    tensors = {name: t for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    before = copy.deepcopy(model.state_dict())
+    pnn.fuse_modules(model)
+    assert type(model["a"]) is pnn.BatchNorm2d and model["b"][0] is model["a"]
+    assert type(model["b"][1]) is nn.BatchNorm2d and type(model["b"][2]) is CustomNorm
+    assert type(model["c"]) is pnn.BatchNorm1d and model["c"].momentum is None
+    assert type(model["d"]) is pnn.BatchNorm3d and not model["d"].affine
+    assert {name: t for name, t in [*model.named_parameters(), *model.named_buffers()]} == tensors
+    assert list(model.state_dict()) == list(before)
+    x = torch.randn(4, 5)
+    model["c"](x)  # counts the batch; momentum None: the cumulative average, after one batch its statistics
+    assert model["c"].num_batches_tracked == 1
+    torch.testing.assert_close(model["c"].running_mean, x.mean(0))
+    torch.testing.assert_close(model["c"].running_var, x.var(0))
 
 
 class Nested(nn.Module):
@@ -363,8 +393,8 @@ def test_second_call_fuses_nothing_and_counts_are_logged(caplog):
     assert repr(model) == fused_repr
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
-        "fuse_modules: fused 3 sequence(s): ['3', '7', '10']",
-        "fuse_modules: fused 0 sequence(s): []",
+        "fuse_modules: fused 3 sequence(s): ['3', '7', '10']; 3 BatchNorm(s)",
+        "fuse_modules: fused 0 sequence(s): []; 0 BatchNorm(s)",
     ]
 
 

@@ -337,14 +337,14 @@ def fusable_flags(model: nn.Module) -> list[bool]:
 def test_set_fused_flips_every_fusable_module_and_keeps_results():
     torch.manual_seed(0)
     net = Net().double()
-    assert fusable_flags(net) == [True] * 5
+    assert fusable_flags(net) == [True] * 8  # the SepConv's and DilConv's three BatchNorms too
     x = [randn(2, 3, 8, 8)]
     fused = run(net, x, lambda m, xs: m(*xs))
     assert pnn.set_fused(net, False) is net
-    assert fusable_flags(net) == [False] * 5
+    assert fusable_flags(net) == [False] * 8
     assert_same_results(fused, run(net, x, lambda m, xs: m(*xs)))
     pnn.set_fused(net, True)
-    assert fusable_flags(net) == [True] * 5
+    assert fusable_flags(net) == [True] * 8
     with pytest.raises(TypeError, match="`fused` must be a bool"):
         pnn.set_fused(net, 1)
 
@@ -353,7 +353,7 @@ def test_set_fused_flips_every_fusable_module_and_keeps_results():
 def test_fused_flag_chooses_the_op_namespace(monkeypatch, fused):
     calls = []
     for namespace, label in ((pyaccel_nas.ops, "fused"), (reference, "reference")):
-        for op in ("sep_conv2d", "channel_gate", "multires_sum"):
+        for op in ("sep_conv2d", "channel_gate", "multires_sum", "batch_norm"):
             original = getattr(namespace, op)
 
             def spy(*args, _label=label, _op=op, _original=original, **kwargs):
@@ -365,7 +365,7 @@ def test_fused_flag_chooses_the_op_namespace(monkeypatch, fused):
     net = pnn.set_fused(Net(), fused)
     net(randn(1, 3, 8, 8, dtype=torch.float32))
     ops_called = [op for label, op in calls if label == ("fused" if fused else "reference")]
-    assert sorted(ops_called) == ["channel_gate", "multires_sum"] + ["sep_conv2d"] * 4
+    assert sorted(ops_called) == ["batch_norm"] * 3 + ["channel_gate", "multires_sum"] + ["sep_conv2d"] * 4
     if not fused:
         assert not [c for c in calls if c[0] == "fused"]
 

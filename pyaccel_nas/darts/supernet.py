@@ -20,7 +20,7 @@ from torch import nn
 from pyaccel_nas.econas.genotype import CELL_INPUTS, EDGES_PER_NODE, NODES, PRIMITIVES, Genotype
 from pyaccel_nas.econas.network import NetworkConfig, build_body
 from pyaccel_nas.econas.operations import OPERATIONS, FactorizedReduce, ReLUConvBN
-from pyaccel_nas.nn import FusableModule
+from pyaccel_nas.nn import BatchNorm2d, FusableModule
 
 EDGES = sum(CELL_INPUTS + node for node in range(NODES))  # 14 for 4 nodes
 SKIP = PRIMITIVES.index("skip_connect")
@@ -42,7 +42,7 @@ class MixedOp(FusableModule):
         for k in computed:
             op = OPERATIONS[PRIMITIVES[k]](C, stride, False)
             if "pool" in PRIMITIVES[k]:  # DARTS normalises the parameter-free pools in the supernet
-                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+                op = nn.Sequential(op, BatchNorm2d(C, affine=False))
             ops.append(op)
         self._ops = nn.ModuleList(ops)
         self.register_buffer("_computed_index", torch.tensor(computed), persistent=False)

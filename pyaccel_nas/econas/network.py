@@ -11,6 +11,7 @@ from torch import nn
 
 from pyaccel_nas.econas.genotype import CELL_INPUTS, EDGES_PER_NODE, CellEdges, Genotype, output_nodes
 from pyaccel_nas.econas.operations import OPERATIONS, FactorizedReduce, ReLUConvBN
+from pyaccel_nas.nn import BatchNorm2d
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def build_body(net: nn.Module, config: NetworkConfig, make_cell: Callable[..., n
     at each reduction layer), ``global_pooling`` and ``classifier``. Shared by the searched network and the
     DARTS supernet so both have the same channel plan."""
     C_curr = config.stem_multiplier * config.channels
-    net.stem = nn.Sequential(nn.Conv2d(config.in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+    net.stem = nn.Sequential(nn.Conv2d(config.in_channels, C_curr, 3, padding=1, bias=False), BatchNorm2d(C_curr))
     C_prev_prev, C_prev, C_curr = C_curr, C_curr, config.channels
     net.cells = nn.ModuleList()
     reduction_prev = False

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from pyaccel_nas.nn import DilConv, SepConv
+from pyaccel_nas.nn import BatchNorm2d, DilConv, SepConv
 from pyaccel_nas.nn.fusable import FusableModule
 
 
@@ -54,7 +54,7 @@ class FactorizedReduce(FusableModule):
         # DARTS halves C_out evenly; channel-reduced proxies (36 / 4 = 9) need odd widths too
         self.conv_1 = nn.Conv2d(C_in, C_out - C_out // 2, 1, stride=2, padding=0, bias=False)
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
-        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+        self.bn = BatchNorm2d(C_out, affine=affine)
         self.register_buffer("identity", torch.ones(C_in, 1, 1, 1), persistent=False)  # not in the state_dict
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +76,7 @@ class ReLUConvBN(nn.Sequential, FusableModule):
         super().__init__(
             nn.ReLU(inplace=False),
             nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine),
+            BatchNorm2d(C_out, affine=affine),
         )
         self.register_buffer("identity", torch.ones(C_in, 1, 1, 1), persistent=False)  # not in the state_dict
 

@@ -6,6 +6,7 @@
     pnn.set_fused(model, False)                            # the same network on reference ops
 """
 
+from pyaccel_nas.nn.batch_norm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from pyaccel_nas.nn.counting import count_macs, count_parameters
 from pyaccel_nas.nn.darts import DilConv, SepConv
 from pyaccel_nas.nn.fuse import FusedPointwise, FusedSepConv2d, find_fusable, fuse_modules
@@ -15,6 +16,9 @@ from pyaccel_nas.nn.multires import MultiResSum
 from pyaccel_nas.nn.sep_conv import SepConv2d
 
 __all__ = [
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
     "ChannelGate",
     "DilConv",
     "FusableModule",

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pyaccel_nas.nn import _args
+from pyaccel_nas.nn.batch_norm import BatchNorm2d
 from pyaccel_nas.nn.fusable import FusableModule
 
 
@@ -52,7 +53,7 @@ class DilConv(_DartsConv):
             nn.ReLU(inplace=False),
             nn.Conv2d(C_in, C_in, kernel_size, stride, padding, dilation=dilation, groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine),
+            BatchNorm2d(C_out, affine=affine),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,11 +76,11 @@ class SepConv(_DartsConv):
             nn.ReLU(inplace=False),
             nn.Conv2d(C_in, C_in, kernel_size=kernel_size, stride=stride, padding=padding, groups=C_in, bias=False),
             nn.Conv2d(C_in, C_in, kernel_size=1, padding=0, bias=False),
-            nn.BatchNorm2d(C_in, affine=affine),
+            BatchNorm2d(C_in, affine=affine),
             nn.ReLU(inplace=False),
             nn.Conv2d(C_in, C_in, kernel_size=kernel_size, stride=1, padding=padding, groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, kernel_size=1, padding=0, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine),
+            BatchNorm2d(C_out, affine=affine),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,8 +22,10 @@ class FusableModule(nn.Module):
     ``fused`` is a plain attribute, not state: it is not saved in the state_dict.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *args, **kwargs) -> None:
+        # passes its arguments on: in a class that also derives from a torch module (the BatchNorms), the
+        # torch class comes after this one and takes them
+        super().__init__(*args, **kwargs)
         self.fused = True
 
     @property

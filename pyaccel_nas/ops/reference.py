@@ -50,6 +50,20 @@ def channel_gate(x: torch.Tensor, gate: torch.Tensor, *, threshold: float | None
     return x * effective_gate(gate, threshold).view(1, -1, *([1] * (x.dim() - 2)))
 
 
+def batch_norm(
+    x: torch.Tensor,
+    running_mean: torch.Tensor | None = None,
+    running_var: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    *,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Training-mode batch normalization: batch statistics, running statistics updated in place."""
+    return F.batch_norm(x, running_mean, running_var, weight, bias, training=True, momentum=momentum, eps=eps)
+
+
 def default_size(branches: Sequence[torch.Tensor]) -> list[int]:
     """The output size multires_sum uses when none is given: the largest branch's, dimension by dimension."""
     return [max(b.shape[d] for b in branches) for d in range(2, branches[0].dim())]
