@@ -73,6 +73,17 @@ def test_channels_last_nearest_sums_whole_pixels(device, sizes, dtype):
     check_multires_sum([b[1:] for b in branches], weights, [2 * d for d in sizes[0]], "nearest")
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("resampled", [False, True], ids=["all-at-output-size", "one-resampled"])
+def test_branches_at_output_size(device, layout, resampled):
+    """The DARTS supernet's mix: seven branches at the output's size (on the CPU, flat element-wise loops in
+    4096-element blocks over both threads, a partial last block included), with or without one resampled
+    branch beside them (the backward then walks that one by rows)."""
+    sizes = [(13, 11)] * 7 + ([(1, 11)] if resampled else [])
+    branches, weights = make_branches(64, 5, sizes, dtype=torch.float32, device=device, seed=5)
+    check_multires_sum([in_layout(b, layout) for b in branches], weights, None, "nearest")
+
+
 def test_non_power_of_two_ratios(device):
     branches, weights = make_branches(2, 3, [(12, 15), (4, 5), (6, 3), (1, 1)], device=device)
     for mode in ("nearest", "bilinear"):
