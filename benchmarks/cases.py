@@ -26,7 +26,7 @@ from pyaccel_nas.threads import available_cores
 
 IMPLS = ("eager", "compiled", "fused")
 PASSES = ("forward", "fwd+bwd")
-OPS = ("sep_conv2d", "channel_gate", "multires_sum", "batch_norm")
+OPS = ("sep_conv2d", "channel_gate", "multires_sum", "batch_norm", "pool2d")
 F32 = 4  # bytes per element
 SEED = 0
 
@@ -68,6 +68,9 @@ class Case:
             return lambda *t: fn(list(t[:-1]), t[-1], **kwargs)
         if self.op == "batch_norm":  # flat (x, weight, bias) -> (x, running_mean, running_var, weight, bias)
             return lambda x, weight, bias: fn(x, None, None, weight, bias, **kwargs)
+        if self.op == "pool2d":  # mode, kernel_size, stride, padding are positional
+            mode, kernel, stride, padding = (kwargs.pop(k) for k in ("mode", "kernel_size", "stride", "padding"))
+            return lambda x: fn(x, mode, kernel, stride, padding, **kwargs)
         return lambda *t: fn(*t, **kwargs)
 
 
@@ -184,6 +187,21 @@ def batch_norm_case(n: int, c: int, h: int) -> Case:
     )
 
 
+def pool2d_case(n: int, c: int, h: int, mode: str, stride: int) -> Case:
+    """DARTS' 3x3 pools: padding 1, an average over the taps inside the input (count_include_pad False)."""
+    ho = (h - 1) // stride + 1
+    x, out = n * c * h * h, n * c * ho * ho
+    return Case(
+        op="pool2d",
+        name=f"n{n}_c{c}_h{h}_{mode}_s{stride}",
+        shapes=((n, c, h, h),),
+        out_shape=(n, c, ho, ho),
+        kwargs=(("mode", mode), ("kernel_size", 3), ("stride", stride), ("padding", 1), ("count_include_pad", False)),
+        flops=(9 * out, 18 * out),  # a compare or add per tap; backward: the window again (max) or a scatter
+        bytes=(F32 * (x + out), F32 * (2 * x + out)),  # x -> out; grad_out (and x for max) -> grad_x
+    )
+
+
 def multires_sum_case(n: int, c: int, size: Sequence[int], factors: Sequence[Sequence[int]], mode: str) -> Case:
     """Branches of spatial size ``size / factor`` for each factor, summed at ``size``."""
     branch_shapes = tuple((n, c, *(s // f for s, f in zip(size, fac))) for fac in factors)
@@ -220,6 +238,8 @@ def full_grid() -> list[Case]:
     ]
     cases += [channel_gate_case(n, c, h) for n, c, h in itertools.product(*sizes.values())]
     cases += [batch_norm_case(n, c, h) for n, c, h in itertools.product(*sizes.values())]
+    cases += [pool2d_case(n, c, h, mode, s)
+              for n, c, h, mode, s in itertools.product(*sizes.values(), ("max", "avg"), (1, 2))]
     cases += [
         multires_sum_case(n, c, size, factors, mode)
         for size, factors in (MULTIRES_2D, MULTIRES_3D)
@@ -242,6 +262,9 @@ def quick_grid() -> list[Case]:
         batch_norm_case(96, 9, 8),  # the c4r4 proxy's cells
         batch_norm_case(96, 36, 2),
         batch_norm_case(64, 16, 32),  # DARTS' evaluation net at C=16
+        pool2d_case(96, 9, 8, "max", 2),  # the c4r4 proxy's reduction cells
+        pool2d_case(64, 32, 32, "max", 2),  # DARTS' evaluation net at C=16
+        pool2d_case(96, 4, 16, "avg", 1),  # the supernet under c4r2
         multires_sum_case(32, 16, *MULTIRES_2D, "nearest"),
         multires_sum_case(96, 36, *MULTIRES_2D, "bilinear"),
         multires_sum_case(32, 16, *MULTIRES_3D, "nearest"),
@@ -257,6 +280,8 @@ def darts_grid() -> list[Case]:
     sizes no other grid has (48 channels at 12x12, 24 at 24x24, 96 at 6x6). channel_gate: a cell's output at
     C=36 and two tensors past a large last-level cache (0.5 and 1 GiB). batch_norm: every stage of both
     widths, and the c4r4 proxy's cell planes (96 images of 9, 18 and 36 channels at 8x8, 4x4, 2x2).
+    pool2d: DARTS' 3x3 max and average pools at both strides on the C=16 stages and the c4r2 supernet's
+    planes (96 images of 4, 8 and 16 channels at 16x16, 8x8, 4x4).
     """
     stages = ((16, 32), (32, 16), (64, 8), (36, 32), (72, 16), (144, 8), (48, 12), (24, 24), (96, 6))
     cases = [sep_conv2d_case(64, c, h, k, d, s)
@@ -264,6 +289,9 @@ def darts_grid() -> list[Case]:
     cases += [channel_gate_case(64, 144, 32), channel_gate_case(128, 64, 128), channel_gate_case(256, 64, 128)]
     cases += [batch_norm_case(64, c, h) for c, h in stages[:6]]
     cases += [batch_norm_case(96, c, h) for c, h in ((9, 8), (18, 4), (36, 2))]
+    cases += [pool2d_case(n, c, h, mode, s) for (n, c, h), mode, s in
+              itertools.product(((64, 16, 32), (64, 32, 16), (64, 64, 8), (96, 4, 16), (96, 8, 8), (96, 16, 4)),
+                                ("max", "avg"), (1, 2))]
     return cases
 
 

@@ -63,7 +63,7 @@ def batch(proxy: Proxy, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     """A zero-argument training step: forward, loss, backward, SGD update (the optimizer is created once)."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, foreach=True)  # as training.py's
 
     def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-OPS = ("sep_conv2d", "channel_gate", "multires_sum", "batch_norm")
+OPS = ("sep_conv2d", "channel_gate", "multires_sum", "batch_norm", "pool2d")
 DEVICE_KEYS = {"cpu": "CPU", "cuda": "CUDA"}
 
 

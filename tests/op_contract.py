@@ -200,6 +200,8 @@ class OpContract:
     def test_tensors_of_two_devices_or_dtypes_are_refused(self, device):
         """Each input in turn on another device (meta where there is only the CPU) or in another dtype."""
         tensors = [t.float() for t in self.sample.inputs(device)]
+        if len(tensors) < 2:
+            pytest.skip("the op takes one tensor: there is nothing to mix")
         for k in range(len(tensors)):
             other = list(tensors)
             other[k] = tensors[k].to("meta" if device == "cpu" else "cpu")

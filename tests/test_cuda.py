@@ -14,11 +14,11 @@ import torch
 from conftest import in_layout, requires_cuda
 
 from pyaccel_nas import _extension
-from pyaccel_nas.ops import batch_norm, channel_gate, multires_sum, reference, sep_conv2d
+from pyaccel_nas.ops import batch_norm, channel_gate, multires_sum, pool2d, reference, sep_conv2d
 
 pytestmark = requires_cuda
 
-OPS = ("sep_conv2d", "channel_gate", "multires_sum", "batch_norm")
+OPS = ("sep_conv2d", "channel_gate", "multires_sum", "batch_norm", "pool2d")
 
 
 def _randn(*shape, seed=0):
@@ -47,6 +47,17 @@ CASES = {
         lambda x, w, b: batch_norm(x, None, None, w, b),
         lambda x, w, b: reference.batch_norm(x, None, None, w, b),
         [_randn(16, 36, 8, 8, seed=17) * 2 + 1, _randn(36, seed=18), _randn(36, seed=19)],
+    ),
+    # ATen's CUDA pooling behind the op (csrc/pool2d/pool2d.cpp says why)
+    "max_pool": (
+        lambda x: pool2d(x, "max", 3, 2, 1),
+        lambda x: reference.pool2d(x, "max", 3, 2, 1),
+        [_randn(16, 36, 17, 16, seed=20)],
+    ),
+    "avg_pool": (
+        lambda x: pool2d(x, "avg", 3, 1, 1, count_include_pad=False),
+        lambda x: reference.pool2d(x, "avg", 3, 1, 1, count_include_pad=False),
+        [_randn(16, 36, 17, 16, seed=21)],
     ),
     "multires_sum_bilinear": (
         lambda w, *b: multires_sum(list(b), w, mode="bilinear"),

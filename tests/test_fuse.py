@@ -129,9 +129,10 @@ def test_mobilenet_like_sequential(dtype):
     assert all(type(model[i]) is pnn.BatchNorm2d for i in (1, 5, 9))
 
 
-def test_batchnorms_become_fused_ones_keeping_tensors_sharing_and_hooks():
-    """Every plain BatchNorm1d/2d/3d, wherever it sits, runs the fused op with the same tensors; a shared one
-    stays shared; one with hooks, or a subclass, is left alone."""
+def test_batchnorms_and_pools_become_fused_ones_keeping_tensors_sharing_and_hooks():
+    """Every plain BatchNorm1d/2d/3d, MaxPool2d and AvgPool2d, wherever it sits, runs the fused op (a
+    BatchNorm with the same tensors); a shared one stays shared; one with hooks, or a subclass, is left
+    alone."""
 
     class CustomNorm(nn.BatchNorm2d):
         pass
@@ -141,7 +142,8 @@ def test_batchnorms_become_fused_ones_keeping_tensors_sharing_and_hooks():
     hooked = nn.BatchNorm2d(3)
     hooked.register_forward_hook(lambda module, args, out: None)
     model = nn.ModuleDict({"a": shared, "b": nn.Sequential(shared, hooked, CustomNorm(3)),
-                           "c": nn.BatchNorm1d(5, momentum=None), "d": nn.BatchNorm3d(2, affine=False)})
+                           "c": nn.BatchNorm1d(5, momentum=None), "d": nn.BatchNorm3d(2, affine=False),
+                           "e": nn.Sequential(nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(3, 1, 1, count_include_pad=False))})
     tensors = {name: t for name, t in [*model.named_parameters(), *model.named_buffers()]}
     before = copy.deepcopy(model.state_dict())
     pnn.fuse_modules(model)
@@ -149,6 +151,8 @@ def test_batchnorms_become_fused_ones_keeping_tensors_sharing_and_hooks():
     assert type(model["b"][1]) is nn.BatchNorm2d and type(model["b"][2]) is CustomNorm
     assert type(model["c"]) is pnn.BatchNorm1d and model["c"].momentum is None
     assert type(model["d"]) is pnn.BatchNorm3d and not model["d"].affine
+    assert type(model["e"][0]) is pnn.MaxPool2d and (model["e"][0].stride, model["e"][0].padding) == (2, 1)
+    assert type(model["e"][1]) is pnn.AvgPool2d and not model["e"][1].count_include_pad
     assert {name: t for name, t in [*model.named_parameters(), *model.named_buffers()]} == tensors
     assert list(model.state_dict()) == list(before)
     x = torch.randn(4, 5)
@@ -393,8 +397,8 @@ def test_second_call_fuses_nothing_and_counts_are_logged(caplog):
     assert repr(model) == fused_repr
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
-        "fuse_modules: fused 3 sequence(s): ['3', '7', '10']; 3 BatchNorm(s)",
-        "fuse_modules: fused 0 sequence(s): []; 0 BatchNorm(s)",
+        "fuse_modules: fused 3 sequence(s): ['3', '7', '10']; swapped 3 BatchNorm and pooling module(s)",
+        "fuse_modules: fused 0 sequence(s): []; swapped 0 BatchNorm and pooling module(s)",
     ]
 
 

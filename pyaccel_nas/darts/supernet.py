@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from pyaccel_nas.econas.genotype import CELL_INPUTS, EDGES_PER_NODE, NODES, PRIMITIVES, Genotype
-from pyaccel_nas.econas.network import NetworkConfig, build_body
+from pyaccel_nas.econas.network import NetworkConfig, build_body, sum_tensors
 from pyaccel_nas.econas.operations import OPERATIONS, FactorizedReduce, ReLUConvBN
 from pyaccel_nas.nn import BatchNorm2d, FusableModule
 
@@ -70,8 +70,8 @@ class SearchCell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for node in range(NODES):
-            states.append(sum(self.edges[edge_index(node, j)](h, weights[edge_index(node, j)])
-                              for j, h in enumerate(states)))
+            states.append(sum_tensors(self.edges[edge_index(node, j)](h, weights[edge_index(node, j)])
+                                      for j, h in enumerate(states)))
         return torch.cat(states[CELL_INPUTS:], dim=1)
 
 

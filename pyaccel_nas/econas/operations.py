@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from pyaccel_nas.nn import BatchNorm2d, DilConv, SepConv
+from pyaccel_nas.nn import AvgPool2d, BatchNorm2d, DilConv, MaxPool2d, SepConv
 from pyaccel_nas.nn.fusable import FusableModule
 
 
@@ -90,8 +90,8 @@ class ReLUConvBN(nn.Sequential, FusableModule):
 
 OPERATIONS: dict[str, Callable[[int, int, bool], nn.Module]] = {
     "none": lambda C, stride, affine: Zero(stride),
-    "avg_pool_3x3": lambda C, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
-    "max_pool_3x3": lambda C, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
+    "avg_pool_3x3": lambda C, stride, affine: AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
+    "max_pool_3x3": lambda C, stride, affine: MaxPool2d(3, stride=stride, padding=1),
     "skip_connect": lambda C, stride, affine: nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine),
     "sep_conv_3x3": lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine),
     "sep_conv_5x5": lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine),

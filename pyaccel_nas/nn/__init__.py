@@ -13,9 +13,11 @@ from pyaccel_nas.nn.fuse import FusedPointwise, FusedSepConv2d, find_fusable, fu
 from pyaccel_nas.nn.fusable import FusableModule, set_fused
 from pyaccel_nas.nn.gate import ChannelGate
 from pyaccel_nas.nn.multires import MultiResSum
+from pyaccel_nas.nn.pool import AvgPool2d, MaxPool2d
 from pyaccel_nas.nn.sep_conv import SepConv2d
 
 __all__ = [
+    "AvgPool2d",
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
@@ -24,6 +26,7 @@ __all__ = [
     "FusableModule",
     "FusedPointwise",
     "FusedSepConv2d",
+    "MaxPool2d",
     "MultiResSum",
     "SepConv",
     "SepConv2d",

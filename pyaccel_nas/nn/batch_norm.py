@@ -46,14 +46,17 @@ class BatchNorm3d(_FusedTrainingForward, nn.BatchNorm3d):
     """``nn.BatchNorm3d`` running the fused op in training."""
 
 
-FUSED_BATCHNORM = {nn.BatchNorm1d: BatchNorm1d, nn.BatchNorm2d: BatchNorm2d, nn.BatchNorm3d: BatchNorm3d}
+_FUSED_CLASS = {nn.BatchNorm1d: BatchNorm1d, nn.BatchNorm2d: BatchNorm2d, nn.BatchNorm3d: BatchNorm3d}
 
 
 def fused_batchnorm(bn: nn.modules.batchnorm._BatchNorm) -> nn.modules.batchnorm._BatchNorm:
     """The fused module of ``bn``'s class holding ``bn``'s own Parameters and buffers (the same tensor
     objects: optimizers, tied weights and checkpoints see no difference)."""
-    fused = FUSED_BATCHNORM[type(bn)](bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
-                                      device="meta")
+    fused = _FUSED_CLASS[type(bn)](bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                                   device="meta")
     for name, value in [*bn._parameters.items(), *bn._buffers.items()]:
         setattr(fused, name, value)
     return fused.train(bn.training)
+
+
+FUSED_BATCHNORM = dict.fromkeys(_FUSED_CLASS, fused_batchnorm)

@@ -1,5 +1,5 @@
 """fuse_modules: rewrite ReLU -> depthwise conv -> 1x1 conv sequences of a model into one fused op each, and
-its BatchNorms into ones that normalize with the fused op in training.
+swap its BatchNorms and pooling layers for subclasses that run the fused ops.
 
 Only plain building blocks are rewritten, where the rewrite provably keeps the outputs: exactly
 ``nn.ReLU`` and ``nn.Conv2d`` (subclasses may change the forward), adjacent in a ``nn.Sequential`` whose
@@ -9,8 +9,8 @@ A fused model must stay a drop-in for the user's own code, checkpoints included:
 place takes a :class:`FusedSepConv2d` and the pointwise conv's a :class:`FusedPointwise`, each holding the
 replaced conv's own Parameters under the conv's names (``weight``, ``bias``). The state_dict is the
 unfused model's, key for key, so a checkpoint loads strictly into either, whether fused before or after.
-A BatchNorm becomes the subclass of its class in :mod:`pyaccel_nas.nn.batch_norm`, holding the same
-Parameters and buffers.
+A BatchNorm or pooling layer becomes the subclass of its class in :mod:`pyaccel_nas.nn.batch_norm` or
+:mod:`pyaccel_nas.nn.pool`, a BatchNorm holding the same Parameters and buffers.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pyaccel_nas.nn.batch_norm import FUSED_BATCHNORM, fused_batchnorm
+from pyaccel_nas.nn.batch_norm import FUSED_BATCHNORM
 from pyaccel_nas.nn.darts import DilConv, SepConv
 from pyaccel_nas.nn.fusable import FusableModule
+from pyaccel_nas.nn.pool import FUSED_POOL
 
 logger = logging.getLogger(__name__)
 
@@ -110,18 +111,22 @@ def _sites(model: nn.Module) -> list[_Site]:
     return sites
 
 
-def _replace_batchnorms(model: nn.Module) -> list[str]:
-    """Puts a fused BatchNorm in the place of each exact ``nn.BatchNorm1d/2d/3d`` without hooks below
-    ``model`` (a BatchNorm shared by several parents gets one replacement, still shared); returns their
-    qualified names."""
+# The modules swapped for their pyaccel_nas.nn subclass: exact class -> the converter making the subclass.
+_SWAPS = {**FUSED_BATCHNORM, **FUSED_POOL}
+
+
+def _swap_modules(model: nn.Module) -> list[str]:
+    """Puts the fused subclass in the place of each module of a class in _SWAPS (exactly that class) without
+    hooks below ``model`` (a module shared by several parents gets one replacement, still shared); returns
+    their qualified names."""
     replacements: dict[int, nn.Module] = {}
     names = []
     for parent_name, parent in list(model.named_modules()):
         for name, child in parent._modules.items():
-            if child is None or type(child) not in FUSED_BATCHNORM or _has_hooks(child):
+            if child is None or type(child) not in _SWAPS or _has_hooks(child):
                 continue
             if id(child) not in replacements:
-                replacements[id(child)] = fused_batchnorm(child)
+                replacements[id(child)] = _SWAPS[type(child)](child)
                 names.append(f"{parent_name}.{name}" if parent_name else name)
             parent._modules[name] = replacements[id(child)]
     return names
@@ -193,9 +198,10 @@ def fuse_modules(model: nn.Module) -> nn.Module:
       * a ``nn.ReLU`` right before the depthwise conv is absorbed (``pre_relu=True``); without one,
         ``pre_relu=False``.
 
-    Every ``nn.BatchNorm1d/2d/3d`` without hooks (exactly those classes) becomes the
-    :mod:`pyaccel_nas.nn` class of the same name, a subclass whose training-mode forward runs the fused
-    ``batch_norm`` op, holding the replaced module's Parameters and buffers.
+    Every ``nn.BatchNorm1d/2d/3d``, ``nn.MaxPool2d`` and ``nn.AvgPool2d`` without hooks (exactly those
+    classes) becomes the :mod:`pyaccel_nas.nn` class of the same name, a subclass running the fused
+    ``batch_norm`` (in training) or ``pool2d`` op; a BatchNorm's replacement holds its Parameters and
+    buffers.
 
     The depthwise conv becomes a :class:`FusedSepConv2d` that runs the whole sequence, the pointwise conv a
     :class:`FusedPointwise`, the absorbed ReLU an ``nn.Identity``: every module keeps its index, every
@@ -207,8 +213,9 @@ def fuse_modules(model: nn.Module) -> nn.Module:
     An ``nn.ReLU(inplace=True)`` is absorbed too: the fused op computes the same output but no longer
     overwrites its input, which matters only to a model that reads that input again expecting it rectified.
 
-    The number and names of the fused sequences, and the number of BatchNorms, are logged at INFO level
-    (logger ``pyaccel_nas.nn.fuse``); :func:`find_fusable` lists the sequences without changing the model.
+    The number and names of the fused sequences, and the number of swapped modules, are logged at INFO
+    level (logger ``pyaccel_nas.nn.fuse``); :func:`find_fusable` lists the sequences without changing the
+    model.
     """
     sites = _sites(model)
     for site in sites:
@@ -218,7 +225,7 @@ def fuse_modules(model: nn.Module) -> nn.Module:
         seq[i + 1] = pointwise
         if site.relu:
             seq[i - 1] = nn.Identity().train(seq[i - 1].training)
-    batchnorms = _replace_batchnorms(model)
-    logger.info("fuse_modules: fused %d sequence(s): %s; %d BatchNorm(s)", len(sites), [s.name for s in sites],
-                len(batchnorms))
+    swapped = _swap_modules(model)
+    logger.info("fuse_modules: fused %d sequence(s): %s; swapped %d BatchNorm and pooling module(s)", len(sites),
+                [s.name for s in sites], len(swapped))
     return model

@@ -10,6 +10,7 @@ from pyaccel_nas.ops import reference
 from pyaccel_nas.ops.batch_norm import batch_norm
 from pyaccel_nas.ops.channel_gate import channel_gate
 from pyaccel_nas.ops.multires_sum import multires_sum
+from pyaccel_nas.ops.pool2d import pool2d
 from pyaccel_nas.ops.sep_conv2d import sep_conv2d
 
-__all__ = ["batch_norm", "channel_gate", "multires_sum", "reference", "sep_conv2d"]
+__all__ = ["batch_norm", "channel_gate", "multires_sum", "pool2d", "reference", "sep_conv2d"]

@@ -64,6 +64,21 @@ def batch_norm(
     return F.batch_norm(x, running_mean, running_var, weight, bias, training=True, momentum=momentum, eps=eps)
 
 
+def pool2d(
+    x: torch.Tensor,
+    mode: str,
+    kernel_size,
+    stride=None,
+    padding=0,
+    *,
+    count_include_pad: bool = True,
+) -> torch.Tensor:
+    """F.max_pool2d (mode "max") or F.avg_pool2d (mode "avg")."""
+    if mode == "max":
+        return F.max_pool2d(x, kernel_size, stride, padding)
+    return F.avg_pool2d(x, kernel_size, stride, padding, count_include_pad=count_include_pad)
+
+
 def default_size(branches: Sequence[torch.Tensor]) -> list[int]:
     """The output size multires_sum uses when none is given: the largest branch's, dimension by dimension."""
     return [max(b.shape[d] for b in branches) for d in range(2, branches[0].dim())]
