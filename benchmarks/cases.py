@@ -281,7 +281,8 @@ def darts_grid() -> list[Case]:
     C=36 and two tensors past a large last-level cache (0.5 and 1 GiB). batch_norm: every stage of both
     widths, and the c4r4 proxy's cell planes (96 images of 9, 18 and 36 channels at 8x8, 4x4, 2x2).
     pool2d: DARTS' 3x3 max and average pools at both strides on the C=16 stages and the c4r2 supernet's
-    planes (96 images of 4, 8 and 16 channels at 16x16, 8x8, 4x4).
+    planes (96 images of 4, 8 and 16 channels at 16x16, 8x8, 4x4). multires_sum: the supernet's mix of
+    seven same-size op outputs on those planes.
     """
     stages = ((16, 32), (32, 16), (64, 8), (36, 32), (72, 16), (144, 8), (48, 12), (24, 24), (96, 6))
     cases = [sep_conv2d_case(64, c, h, k, d, s)
@@ -289,6 +290,8 @@ def darts_grid() -> list[Case]:
     cases += [channel_gate_case(64, 144, 32), channel_gate_case(128, 64, 128), channel_gate_case(256, 64, 128)]
     cases += [batch_norm_case(64, c, h) for c, h in stages[:6]]
     cases += [batch_norm_case(96, c, h) for c, h in ((9, 8), (18, 4), (36, 2))]
+    # the supernet's mix: seven op outputs at one size per edge
+    cases += [multires_sum_case(96, c, (h, h), ((1, 1),) * 7, "nearest") for c, h in ((4, 16), (8, 8), (16, 4))]
     cases += [pool2d_case(n, c, h, mode, s) for (n, c, h), mode, s in
               itertools.product(((64, 16, 32), (64, 32, 16), (64, 64, 8), (96, 4, 16), (96, 8, 8), (96, 16, 4)),
                                 ("max", "avg"), (1, 2))]
