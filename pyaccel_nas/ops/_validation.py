@@ -2,7 +2,7 @@
 
 Each raises ValueError naming the argument and what was expected, before any kernel runs. The C++ wrappers
 check the same conditions again (also with ValueError), so a direct torch.ops.pyaccel_nas call is safe too;
-channel_gate's kernel path relies on them alone (pyaccel_nas/ops/channel_gate.py says why).
+the kernel paths of channel_gate, sep_conv2d and batch_norm rely on them alone (their modules say why).
 """
 
 from __future__ import annotations
