@@ -173,7 +173,7 @@ def test_modules_compute_what_torchs_do(make):
         torch.testing.assert_close(ours(x.clone().requires_grad_()), theirs(x))
 
 
-def test_module_calls_the_op():
+def test_module_calls_the_op_on_channels_first_input():
     from op_contract import _OpsCalled
 
     pool = pnn.MaxPool2d(3, 2, 1)
@@ -181,6 +181,9 @@ def test_module_calls_the_op():
     with _OpsCalled() as called:
         pool(x)
     assert "pyaccel_nas::pool2d" in called.names
+    with _OpsCalled() as called:  # channels-last: torch's vectorised channels-last kernel
+        y = pool(x.contiguous(memory_format=torch.channels_last))
+    assert "pyaccel_nas::pool2d" not in called.names and y.is_contiguous(memory_format=torch.channels_last)
     with _OpsCalled() as called:
         pnn.set_fused(pool, False)(x)
     assert "pyaccel_nas::pool2d" not in called.names
