@@ -23,6 +23,18 @@ inline at::MemoryFormat output_memory_format(const at::Tensor& t) {
   return at::MemoryFormat::Contiguous;
 }
 
+// Sizes beyond this are rejected before any index arithmetic could overflow.
+constexpr int64_t kMaxGeometry = int64_t(1) << 31;
+
+// An (h, w) pair of geometry arguments (stride, padding, ...): two values in [min_value, 2^31).
+inline void check_pair(at::IntArrayRef v, const char* op, const char* name, int64_t min_value) {
+  TORCH_CHECK_VALUE(v.size() == 2, op, ": `", name, "` must have 2 elements (h, w), got ", v.size());
+  for (int64_t e : v) {
+    TORCH_CHECK_VALUE(e >= min_value && e < kMaxGeometry, op, ": `", name, "` must be >= ", min_value,
+                      " (and < 2^31), got ", v);
+  }
+}
+
 inline void check_floating(const at::Tensor& t, const char* op, const char* name) {
   TORCH_CHECK_VALUE(at::isFloatingType(t.scalar_type()), op, ": `", name, "` must be a floating-point tensor, got ",
               t.scalar_type());

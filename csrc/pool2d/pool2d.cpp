@@ -18,16 +18,6 @@ namespace pyaccel_nas {
 namespace {
 
 constexpr const char* kOp = "pyaccel_nas::pool2d";
-// Sizes beyond this are rejected before any index arithmetic could overflow.
-constexpr int64_t kMaxGeometry = int64_t(1) << 31;
-
-void check_pair(at::IntArrayRef v, const char* name, int64_t min_value) {
-  TORCH_CHECK_VALUE(v.size() == 2, kOp, ": `", name, "` must have 2 elements (h, w), got ", v.size());
-  for (int64_t e : v) {
-    TORCH_CHECK_VALUE(e >= min_value && e < kMaxGeometry, kOp, ": `", name, "` must be >= ", min_value,
-                      " (and < 2^31), got ", v);
-  }
-}
 
 PoolShape check_args(const at::Tensor& x, c10::string_view mode, at::IntArrayRef kernel, at::IntArrayRef stride,
                      at::IntArrayRef padding, bool count_include_pad) {
@@ -36,9 +26,9 @@ PoolShape check_args(const at::Tensor& x, c10::string_view mode, at::IntArrayRef
   check_floating(x, kOp, "x");
   TORCH_CHECK_VALUE(mode == "max" || mode == "avg", kOp, ": `mode` must be \"max\" or \"avg\", got \"",
                     std::string(mode), "\"");
-  check_pair(kernel, "kernel_size", 1);
-  check_pair(stride, "stride", 1);
-  check_pair(padding, "padding", 0);
+  check_pair(kernel, kOp, "kernel_size", 1);
+  check_pair(stride, kOp, "stride", 1);
+  check_pair(padding, kOp, "padding", 0);
   // the CPU backward numbers a window's taps in the activation's dtype (exact below 2^24)
   TORCH_CHECK_VALUE(kernel[0] * kernel[1] < (int64_t(1) << 24), kOp, ": `kernel_size` ", kernel,
                     " has 2^24 taps or more");

@@ -17,16 +17,6 @@ namespace pyaccel_nas {
 namespace {
 
 constexpr const char* kOp = "pyaccel_nas::sep_conv2d";
-// Sizes beyond this are rejected before any index arithmetic could overflow.
-constexpr int64_t kMaxGeometry = int64_t(1) << 31;
-
-void check_pair(at::IntArrayRef v, const char* name, int64_t min_value) {
-  TORCH_CHECK_VALUE(v.size() == 2, kOp, ": `", name, "` must have 2 elements (h, w), got ", v.size());
-  for (int64_t e : v) {
-    TORCH_CHECK_VALUE(e >= min_value && e < kMaxGeometry, kOp, ": `", name, "` must be >= ", min_value, " (and < 2^31), got ",
-                v);
-  }
-}
 
 SepConv2dShape check_args(const at::Tensor& x, const at::Tensor& dw, const at::Tensor& pw,
                           const std::optional<at::Tensor>& bias, at::IntArrayRef stride, at::IntArrayRef padding,
@@ -47,9 +37,9 @@ SepConv2dShape check_args(const at::Tensor& x, const at::Tensor& dw, const at::T
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == pw.size(0), kOp, ": `pw_bias` must have shape (C_out,) = (",
                 pw.size(0), ",), got ", bias->sizes());
   }
-  check_pair(stride, "stride", 1);
-  check_pair(padding, "padding", 0);
-  check_pair(dilation, "dilation", 1);
+  check_pair(stride, kOp, "stride", 1);
+  check_pair(padding, kOp, "padding", 0);
+  check_pair(dilation, kOp, "dilation", 1);
   TORCH_CHECK_VALUE(dw.size(2) < kMaxGeometry && dw.size(3) < kMaxGeometry, kOp, ": kernel size too large: ", dw.sizes());
 
   SepConv2dShape s{};
