@@ -143,9 +143,16 @@ def test_prune_runs_torchvision_networks_end_to_end(model, flags, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["dataset"]["input"] == [1, 32, 32]
     assert report["macs"]["after"] <= report["macs"]["before"] / 2
-    assert report["params"]["after"] < report["params"]["before"]  # channels removed, not masked
-    assert ("channel_only" in report) == (not flags)
+    # Lower resolutions alone may meet the MAC budget (then no channel goes, which differs by CPU after one
+    # epoch); whatever channels the report says went are gone from the saved network, not masked
     pruned = load_model(out / "pruned.pt")
+    narrowed = any(row[key] < row[key.replace("_after", "_before")]
+                   for row in report["blocks"] for key in row if key.endswith("_after"))
+    assert (report["params"]["after"] < report["params"]["before"]) == narrowed
+    assert sum(p.numel() for p in pruned.parameters()) == report["params"]["after"]
+    assert ("channel_only" in report) == (not flags)
+    if not flags:  # channel-only pruning at the same MACs has only channels to remove
+        assert report["channel_only"]["params"] < report["params"]["before"]
     assert pruned.config.name == model and all(len(b.factors) == 1 for b in pruned.config.blocks if b.prunable)
     exported = export_model(pruned, batch=2, fold=True)
     x = torch.randn(2, 1, 32, 32)
