@@ -66,7 +66,7 @@ def test_matches_reference_random_shapes(
 # than two vectors (float32: < 16, float64: < 8) take the channels-innermost path: the last three cases
 # have whole transpose tiles (channels and widths that are multiples of 8 or 4) next to channel tails, and
 # both loop orders of its depthwise backward (fewer or more than 4 channel vectors: C = 12, 16 and 33).
-# From 32 input and output channels on, the pointwise products run on torch's BLAS (the last three).
+# From 32 input and output channels on, the pointwise products run on torch's BLAS.
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(
     "n,c,c_out,h,w,k,conv",
@@ -86,6 +86,13 @@ def test_matches_reference_random_shapes(
         (2, 33, 48, 10, 21, 3, dict(stride=1, padding=1, dilation=1, pre_relu=True)),
         (3, 40, 36, 12, 12, 3, dict(stride=1, padding=1, dilation=1, pre_relu=True)),
         (9, 36, 40, 6, 6, 5, dict(stride=2, padding=4, dilation=2, pre_relu=False)),
+        # 1x1 without padding: the pointwise path (one run of pixels with a tail; stride 2 on odd and even
+        # widths; stride 3; small planes several images share, on the BLAS)
+        (2, 7, 13, 37, 35, 1, dict(stride=1, padding=0, dilation=1, pre_relu=True)),
+        (3, 9, 20, 38, 37, 1, dict(stride=2, padding=0, dilation=2, pre_relu=True)),
+        (2, 6, 5, 17, 30, 1, dict(stride=(1, 2), padding=0, dilation=1, pre_relu=False)),
+        (2, 6, 5, 17, 29, 1, dict(stride=(3, 3), padding=0, dilation=1, pre_relu=True)),
+        (21, 40, 36, 5, 6, 1, dict(stride=(2, 1), padding=0, dilation=1, pre_relu=True)),
     ],
 )
 def test_large_shapes_match_reference(device, n, c, c_out, h, w, k, conv, dtype):
@@ -117,27 +124,33 @@ def test_baseline_isa_kernels_match_reference():
         "        for w, c in ((21, 9), (10, 9), (21, 36), (10, 36)):  # 36: gemm.inc where the BLAS would run\n"
         "            x, dw, pw, b = t.make_inputs(2, c, c + 2, 19, w, 3, 3, dtype=dt)\n"
         "            t.check_sep_conv2d(x, dw, pw, b, conv)\n"
+        "    for stride in (1, 2):  # 1x1: the pointwise path\n"
+        "        x, dw, pw, b = t.make_inputs(2, 9, 11, 19, 21, 1, 1, dtype=dt)\n"
+        "        t.check_sep_conv2d(x, dw, pw, b, dict(stride=stride))\n"
     )
 
 
-@pytest.mark.parametrize("w", [8, 20])  # float32 on the CPU: the channels-innermost and the phase-split path
+@pytest.mark.parametrize("w", [8, 20])  # float32 on the CPU, 3x3: the channels-innermost and the phase-split path
 @pytest.mark.parametrize("stride", [1, 2])
-def test_nan_input_propagates_like_relu(device, w, stride):
+@pytest.mark.parametrize("k", [3, 1])  # 1x1 without padding: the pointwise path
+def test_nan_input_propagates_like_relu(device, w, stride, k):
     """NaN in x: the output is NaN where the reference's is, and grad_x passes the gradient there, as torch's
     relu does (its derivative is zero only where x <= 0)."""
-    x, dw, pw, b = make_inputs(3, 9, 5, 10, w, 3, 3, dtype=torch.float32, device=device, seed=w)
-    x[0, 2, 4, 3] = float("nan")
-    x[2, 8, 9, w - 1] = float("nan")
+    x, dw, pw, b = make_inputs(3, 9, 5, 10, w, k, k, dtype=torch.float32, device=device, seed=w)
+    nans = [(0, 2, 4, 3), (2, 8, 9, w - 1)] if k == 3 else [(0, 2, 4, 2), (2, 8, 8, w - 2)]  # pixels a 1x1 reads
+    for at in nans:
+        x[at] = float("nan")
     leaves = [t.clone().requires_grad_() for t in (x, dw, pw, b)]
-    y = sep_conv2d(*leaves, stride=stride, padding=1)
-    y_ref = reference.sep_conv2d(x.double(), dw.double(), pw.double(), b.double(), stride=stride, padding=1)
+    conv = dict(stride=stride, padding=k // 2)
+    y = sep_conv2d(*leaves, **conv)
+    y_ref = reference.sep_conv2d(x.double(), dw.double(), pw.double(), b.double(), **conv)
     torch.testing.assert_close(y, y_ref.float(), equal_nan=True, rtol=1e-4, atol=1e-4)
     grad_out = torch.randn_like(y)
     gx = torch.autograd.grad(y, leaves[0], grad_out)[0]
     x_ref = x.double().requires_grad_()
-    y_ref = reference.sep_conv2d(x_ref, dw.double(), pw.double(), b.double(), stride=stride, padding=1)
+    y_ref = reference.sep_conv2d(x_ref, dw.double(), pw.double(), b.double(), **conv)
     gx_ref = torch.autograd.grad(y_ref, x_ref, grad_out.double())[0]
-    assert gx[0, 2, 4, 3] != 0 and gx[2, 8, 9, w - 1] != 0
+    assert all(gx[at] != 0 for at in nans)
     torch.testing.assert_close(gx, gx_ref.float(), rtol=1e-4, atol=1e-4)
 
 

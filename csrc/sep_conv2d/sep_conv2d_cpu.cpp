@@ -14,6 +14,10 @@
 // backward runs one channel at a time on the same phase-split planes (grad_dw as dot products, grad_x as a
 // transposed convolution into a padded plane, then written once with the ReLU mask).
 //
+// A 1x1 depthwise kernel without padding (the cell-input preprocessing: ReLU -> 1x1 conv, run with a depthwise
+// part of ones) takes a pointwise path: its depthwise part only scales each channel, so the input is read
+// straight into the GEMM's [C][pixels] buffer, and the backward writes grad_x in one pass over each plane.
+//
 // Output rows narrower than two vectors (8x8 and smaller planes; see use_channels_inner) take a
 // channels-innermost path instead: each image is transposed to [pixel][channel] (register-tile transposes),
 // the depthwise part and its backward run over vectors of channels, grad_pw is a GEMM over the pixels, and
@@ -42,6 +46,11 @@
 
 namespace pyaccel_nas {
 namespace {
+
+// Whether the depthwise part is a per-channel scale (see the pointwise path in sep_conv2d_kernels.inc).
+bool is_pointwise(const SepConv2dShape& s) {
+  return s.kernel_h == 1 && s.kernel_w == 1 && s.pad_h == 0 && s.pad_w == 0;
+}
 
 // Geometry of the phase-split plane buffers (see build_plane in sep_conv2d_kernels.inc).
 struct PlaneGeom {
@@ -148,7 +157,7 @@ Kernels<T> kernels() {
 // per-row and per-plane bookkeeping of the phase-split path costs more than the arithmetic. From two
 // vectors up the phase-split path is faster (measured: rows of 16-39 pixels took 1.2-1.8x longer
 // channels-innermost; benchmarks/NOTES.md, sep_conv2d version 3).
-bool use_channels_inner(const SepConv2dShape& s, int64_t lanes) { return s.out_w < 2 * lanes; }
+bool use_channels_inner(const SepConv2dShape& s, int64_t lanes) { return !is_pointwise(s) && s.out_w < 2 * lanes; }
 
 InnerGeom inner_geom(const SepConv2dShape& s, int64_t lanes, std::vector<int64_t>& tap_off) {
   if (!use_channels_inner(s, lanes)) return InnerGeom{};
