@@ -136,7 +136,8 @@ def test_network_reductions_and_macs():
 
 @pytest.mark.parametrize("make, channels, side, runs_fused", [
     (lambda: ReLUConvBN(6, 5, 1, 1, 0), 6, 7, True),
-    (lambda: FactorizedReduce(6, 5), 6, 7, True),  # odd: FactorizedReduce pads
+    (lambda: FactorizedReduce(6, 5), 6, 7, True),  # odd: the shifted conv reads a row and column of padding
+    (lambda: FactorizedReduce(6, 5), 6, 8, True),  # even: it reads x's odd rows and columns alone
     (lambda: ReLUConvBN(6, 5, 1, 2, 0), 6, 7, True),
     # wide inputs on small output planes: oneDNN's product over the batch is faster, so it stays unfused
     (lambda: ReLUConvBN(256, 5, 1, 1, 0), 256, 8, False),
