@@ -51,6 +51,16 @@ NormLayout layout_of(const at::Tensor& x, at::MemoryFormat format) {
   return NormLayout{x.size(0), x.size(1), spatial, format != at::MemoryFormat::Contiguous || spatial == 1};
 }
 
+// Whether each image t[n] is dense (contiguous), wherever the images start.
+bool images_dense(const at::Tensor& t) {
+  int64_t expected = 1;
+  for (int64_t d = t.dim() - 1; d >= 1; --d) {
+    if (t.size(d) != 1 && t.stride(d) != expected) return false;
+    expected *= t.size(d);
+  }
+  return true;
+}
+
 std::optional<at::Tensor> contiguous_or_none(const std::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? std::optional(t->contiguous()) : std::nullopt;
 }
@@ -118,7 +128,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
   const c10::OptionalDeviceGuard guard(x_in.device());
   const auto format = output_memory_format(x_in);
   const at::Tensor x = x_in.contiguous(format);
-  const at::Tensor grad_y = grad_y_in.contiguous(format);
+  // channels-first, grad_y's images may lie any distance apart: the channel slices a concatenation's backward
+  // hands on are read in place instead of copied
+  const at::Tensor grad_y =
+      format == at::MemoryFormat::Contiguous && images_dense(grad_y_in) ? grad_y_in : grad_y_in.contiguous(format);
   const int64_t C = x.size(1);
   if (x.numel() == 0) {
     return {at::empty(x.sizes(), x.options().memory_format(format)), at::zeros({C}, x.options()),
@@ -135,7 +148,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
   at::Tensor grad_x = at::empty(x.sizes(), x.options().memory_format(format));
   at::Tensor grad_weight = at::empty({C}, x.options()), grad_bias = at::empty({C}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "batch_norm_backward_cpu", [&] {
-    batch_norm_backward_cpu<scalar_t>(layout_of(x, format), grad_y.const_data_ptr<scalar_t>(),
+    batch_norm_backward_cpu<scalar_t>(layout_of(x, format), grad_y.const_data_ptr<scalar_t>(), grad_y.stride(0),
                                       x.const_data_ptr<scalar_t>(), weight.const_data_ptr<scalar_t>(),
                                       mean.const_data_ptr<scalar_t>(), invstd.const_data_ptr<scalar_t>(),
                                       grad_x.mutable_data_ptr<scalar_t>(), grad_weight.mutable_data_ptr<scalar_t>(),

@@ -25,9 +25,11 @@ void batch_norm_forward_cpu(const NormLayout& layout, const T* x, const T* weigh
 // With g = grad_y and xhat = (x - mean) * invstd:
 //   grad_bias[c] = sum g, grad_weight[c] = sum g * xhat,
 //   grad_x = weight[c] * invstd[c] * (g - grad_bias[c] / M - xhat * grad_weight[c] / M).
-// weight may be null (taken as 1).
+// weight may be null (taken as 1). grad_y's images are dense in the layout but start grad_y_image_stride
+// elements apart (channels-first; a channels-last grad_y is dense).
 template <typename T>
-void batch_norm_backward_cpu(const NormLayout& layout, const T* grad_y, const T* x, const T* weight, const T* mean,
-                             const T* invstd, T* grad_x, T* grad_weight, T* grad_bias);
+void batch_norm_backward_cpu(const NormLayout& layout, const T* grad_y, int64_t grad_y_image_stride, const T* x,
+                             const T* weight, const T* mean, const T* invstd, T* grad_x, T* grad_weight,
+                             T* grad_bias);
 
 }  // namespace pyaccel_nas

@@ -166,10 +166,13 @@ void batch_norm_forward_cpu(const NormLayout& l, const T* x, const T* weight, co
 }
 
 template <typename T>
-void batch_norm_backward_cpu(const NormLayout& l, const T* grad_y, const T* x, const T* weight, const T* mean,
-                             const T* invstd, T* grad_x, T* grad_weight, T* grad_bias) {
+void batch_norm_backward_cpu(const NormLayout& l, const T* grad_y, int64_t grad_y_image_stride, const T* x,
+                             const T* weight, const T* mean, const T* invstd, T* grad_x, T* grad_weight,
+                             T* grad_bias) {
   const Loops<T> k = loops<T>();
   const Walk w = walk_of(l);
+  // grad_y's rows: images, but for the pixels of a channels-last layout (which the caller passes dense)
+  const int64_t gs = l.channels_last && l.spatial > 1 ? l.channels : grad_y_image_stride;
   const int64_t C = l.channels;
   const double M = static_cast<double>(l.batch) * static_cast<double>(l.spatial);
   const int64_t grain = min_rows_per_chunk(w, l.spatial);
@@ -177,13 +180,13 @@ void batch_norm_backward_cpu(const NormLayout& l, const T* grad_y, const T* x, c
   std::vector<T> mean_col;
   if (w.planes) {
     parallel_accumulate<double>(w.rows, 2 * C, sums.data(), [&](int64_t b, int64_t e, double* acc) {
-      k.planes_gradient_sums(grad_y, x, mean, C, l.spatial, b, e, acc);
+      k.planes_gradient_sums(grad_y, gs, x, mean, C, l.spatial, b, e, acc);
     }, grain);
   } else {
     mean_col = per_column(mean, C, w.repeat);
     std::vector<double> columns(static_cast<size_t>(2 * w.width));
     parallel_accumulate<double>(w.rows, 2 * w.width, columns.data(), [&](int64_t b, int64_t e, double* acc) {
-      k.rows_gradient_sums(grad_y, x, mean_col.data(), w.width, b, e, acc);
+      k.rows_gradient_sums(grad_y, gs, x, mean_col.data(), w.width, b, e, acc);
     }, grain);
     fold_columns(std::vector<double>(columns.begin(), columns.begin() + w.width), C, w.repeat, sums.data());
     fold_columns(std::vector<double>(columns.begin() + w.width, columns.end()), C, w.repeat, sums.data() + C);
@@ -198,7 +201,7 @@ void batch_norm_backward_cpu(const NormLayout& l, const T* grad_y, const T* x, c
   }
   if (w.planes) {
     at::parallel_for(0, l.batch * C, grain * C, [&](int64_t b, int64_t e) {
-      k.planes_input_gradient(grad_y, x, mean, mean_g.data(), projection.data(), scale.data(), C, l.spatial, b, e,
+      k.planes_input_gradient(grad_y, gs, x, mean, mean_g.data(), projection.data(), scale.data(), C, l.spatial, b, e,
                               grad_x);
     });
   } else {
@@ -206,7 +209,7 @@ void batch_norm_backward_cpu(const NormLayout& l, const T* grad_y, const T* x, c
                projection_col = per_column(projection.data(), C, w.repeat),
                scale_col = per_column(scale.data(), C, w.repeat);
     at::parallel_for(0, w.rows, grain, [&](int64_t b, int64_t e) {
-      k.rows_input_gradient(grad_y, x, mean_col.data(), mean_g_col.data(), projection_col.data(), scale_col.data(),
+      k.rows_input_gradient(grad_y, gs, x, mean_col.data(), mean_g_col.data(), projection_col.data(), scale_col.data(),
                             w.width, b, e, grad_x);
     });
   }
@@ -216,9 +219,9 @@ template void batch_norm_forward_cpu<float>(const NormLayout&, const float*, con
                                             float*, double, double, float*, float*, float*);
 template void batch_norm_forward_cpu<double>(const NormLayout&, const double*, const double*, const double*, double*,
                                              double*, double, double, double*, double*, double*);
-template void batch_norm_backward_cpu<float>(const NormLayout&, const float*, const float*, const float*, const float*,
-                                             const float*, float*, float*, float*);
-template void batch_norm_backward_cpu<double>(const NormLayout&, const double*, const double*, const double*,
+template void batch_norm_backward_cpu<float>(const NormLayout&, const float*, int64_t, const float*, const float*,
+                                             const float*, const float*, float*, float*, float*);
+template void batch_norm_backward_cpu<double>(const NormLayout&, const double*, int64_t, const double*, const double*,
                                               const double*, const double*, double*, double*, double*);
 
 }  // namespace pyaccel_nas
