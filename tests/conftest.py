@@ -55,6 +55,25 @@ def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
     return out.detach().requires_grad_(t.requires_grad)
 
 
+def check_reads_a_sliced_gradient_in_place(fn, reference, tensors: list[torch.Tensor]) -> None:
+    """``fn(*tensors)``'s backward, given its gradient as a channel slice of a concatenation's (images lying
+    further apart than one image, as a ``torch.cat``'s backward hands them on): copies nothing (no contiguous,
+    clone or copy_ during the backward) and gives ``reference``'s gradients."""
+    leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    expected_leaves = [t.detach().clone().requires_grad_() for t in tensors]
+    y = fn(*leaves)
+    channels = y.shape[1]
+    wide = torch.randn(y.shape[0], 3 * channels, *y.shape[2:], dtype=y.dtype, device=y.device)
+    grad = wide[:, channels : 2 * channels]
+    assert not grad.is_contiguous()
+    with torch.profiler.profile() as prof:
+        grads = torch.autograd.grad(y, leaves, grad)
+    assert not {e.key for e in prof.key_averages()} & {"aten::contiguous", "aten::clone", "aten::copy_"}
+    expected = torch.autograd.grad(reference(*expected_leaves), expected_leaves, grad)
+    for actual, wanted in zip(grads, expected):
+        torch.testing.assert_close(actual, wanted)
+
+
 def assert_close_to_reference(actual: torch.Tensor, expected: torch.Tensor) -> None:
     """float64 must agree to rounding; lower precision is judged against a float64 reference."""
     if actual.dtype == torch.float64:

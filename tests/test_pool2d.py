@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICES, LAYOUTS, check_against_reference, in_layout, run_with_baseline_isa
+from conftest import (
+    DEVICES,
+    LAYOUTS,
+    check_against_reference,
+    check_reads_a_sliced_gradient_in_place,
+    in_layout,
+    run_with_baseline_isa,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from op_contract import Case, OpContract, requiring_grad
@@ -91,6 +98,13 @@ def test_max_gradient_goes_where_torch_sends_it(device, layout):
         y.backward(g)
         y_ref.backward(g)
         torch.testing.assert_close(ours.grad, theirs.grad)
+
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_a_gradient_sliced_from_a_concatenation_is_read_in_place(mode):
+    x = make_input((3, 4, 9, 8), dtype=torch.float64)
+    check_reads_a_sliced_gradient_in_place(lambda x: pool2d(x, mode, 3, 2, 1),
+                                           lambda x: getattr(torch.nn.functional, f"{mode}_pool2d")(x, 3, 2, 1), [x])
 
 
 BAD_INPUTS = [

@@ -51,16 +51,6 @@ NormLayout layout_of(const at::Tensor& x, at::MemoryFormat format) {
   return NormLayout{x.size(0), x.size(1), spatial, format != at::MemoryFormat::Contiguous || spatial == 1};
 }
 
-// Whether each image t[n] is dense (contiguous), wherever the images start.
-bool images_dense(const at::Tensor& t) {
-  int64_t expected = 1;
-  for (int64_t d = t.dim() - 1; d >= 1; --d) {
-    if (t.size(d) != 1 && t.stride(d) != expected) return false;
-    expected *= t.size(d);
-  }
-  return true;
-}
-
 std::optional<at::Tensor> contiguous_or_none(const std::optional<at::Tensor>& t) {
   return t.has_value() && t->defined() ? std::optional(t->contiguous()) : std::nullopt;
 }
@@ -128,8 +118,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
   const c10::OptionalDeviceGuard guard(x_in.device());
   const auto format = output_memory_format(x_in);
   const at::Tensor x = x_in.contiguous(format);
-  // channels-first, grad_y's images may lie any distance apart: the channel slices a concatenation's backward
-  // hands on are read in place instead of copied
+  // channels-first, grad_y's images may lie any distance apart (images_dense)
   const at::Tensor grad_y =
       format == at::MemoryFormat::Contiguous && images_dense(grad_y_in) ? grad_y_in : grad_y_in.contiguous(format);
   const int64_t C = x.size(1);

@@ -23,6 +23,18 @@ inline at::MemoryFormat output_memory_format(const at::Tensor& t) {
   return at::MemoryFormat::Contiguous;
 }
 
+// Whether each image t[n] is dense (contiguous), wherever the images start: a channel slice of a concatenation
+// (its backward hands such slices on as gradients), which channels-first kernels can read in place given
+// stride(0).
+inline bool images_dense(const at::Tensor& t) {
+  int64_t expected = 1;
+  for (int64_t d = t.dim() - 1; d >= 1; --d) {
+    if (t.size(d) != 1 && t.stride(d) != expected) return false;
+    expected *= t.size(d);
+  }
+  return true;
+}
+
 // Sizes beyond this are rejected before any index arithmetic could overflow.
 constexpr int64_t kMaxGeometry = int64_t(1) << 31;
 

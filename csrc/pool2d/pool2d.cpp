@@ -91,7 +91,9 @@ at::Tensor backward_impl(const at::Tensor& grad_y_in, const at::Tensor& x_in, c1
   const c10::OptionalDeviceGuard guard(x_in.device());
   const auto format = output_memory_format(x_in);
   const at::Tensor x = x_in.contiguous(format);
-  const at::Tensor grad_y = grad_y_in.contiguous(format);
+  // channels-first, grad_y's images may lie any distance apart (images_dense)
+  const at::Tensor grad_y =
+      format == at::MemoryFormat::Contiguous && images_dense(grad_y_in) ? grad_y_in : grad_y_in.contiguous(format);
   if (x.is_cuda()) {
     if (!s.max) return at::avg_pool2d_backward(grad_y, x, kernel, stride, padding, false, count_include_pad, std::nullopt);
     const auto indices = std::get<1>(at::max_pool2d_with_indices(x, kernel, stride, padding, {1, 1}, false));
@@ -101,7 +103,7 @@ at::Tensor backward_impl(const at::Tensor& grad_y_in, const at::Tensor& x_in, c1
   if (grad_x.numel() == 0) return grad_x;
   s.channels_last = format != at::MemoryFormat::Contiguous;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pool2d_backward_cpu", [&] {
-    pool2d_backward_cpu<scalar_t>(s, grad_y.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+    pool2d_backward_cpu<scalar_t>(s, grad_y.const_data_ptr<scalar_t>(), grad_y.stride(0), x.const_data_ptr<scalar_t>(),
                                   grad_x.mutable_data_ptr<scalar_t>());
   });
   return grad_x;

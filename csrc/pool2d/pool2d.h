@@ -21,8 +21,10 @@ void pool2d_forward_cpu(const PoolShape& shape, const T* x, T* y);
 
 // grad_x = the transpose of the pooling applied to grad_y. Max pooling recomputes each window's maximum
 // from x and sends the gradient to the position F.max_pool2d's indices name: the first maximum in
-// row-major order, or the last NaN of a window holding NaNs.
+// row-major order, or the last NaN of a window holding NaNs. Channels-first, grad_y's images are dense but
+// start grad_y_image_stride elements apart (channels-last, grad_y is dense).
 template <typename T>
-void pool2d_backward_cpu(const PoolShape& shape, const T* grad_y, const T* x, T* grad_x);
+void pool2d_backward_cpu(const PoolShape& shape, const T* grad_y, int64_t grad_y_image_stride, const T* x,
+                         T* grad_x);
 
 }  // namespace pyaccel_nas

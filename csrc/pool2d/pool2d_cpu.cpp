@@ -78,7 +78,7 @@ void pool2d_forward_cpu(const PoolShape& s, const T* x, T* y) {
 }
 
 template <typename T>
-void pool2d_backward_cpu(const PoolShape& s, const T* grad_y, const T* x, T* grad_x) {
+void pool2d_backward_cpu(const PoolShape& s, const T* grad_y, int64_t grad_y_image_stride, const T* x, T* grad_x) {
   const Loops<T> k = loops<T>();
   const int64_t plane = s.in_h * s.in_w;
   if (s.channels_last) {
@@ -86,13 +86,13 @@ void pool2d_backward_cpu(const PoolShape& s, const T* grad_y, const T* x, T* gra
                      [&](int64_t b, int64_t e) { k.backward_pixels(s, grad_y, x, grad_x, b, e); });
   } else {
     at::parallel_for(0, s.batch * s.channels, grain(plane),
-                     [&](int64_t b, int64_t e) { k.backward_planes(s, grad_y, x, grad_x, b, e); });
+                     [&](int64_t b, int64_t e) { k.backward_planes(s, grad_y, grad_y_image_stride, x, grad_x, b, e); });
   }
 }
 
 template void pool2d_forward_cpu<float>(const PoolShape&, const float*, float*);
 template void pool2d_forward_cpu<double>(const PoolShape&, const double*, double*);
-template void pool2d_backward_cpu<float>(const PoolShape&, const float*, const float*, float*);
-template void pool2d_backward_cpu<double>(const PoolShape&, const double*, const double*, double*);
+template void pool2d_backward_cpu<float>(const PoolShape&, const float*, int64_t, const float*, float*);
+template void pool2d_backward_cpu<double>(const PoolShape&, const double*, int64_t, const double*, double*);
 
 }  // namespace pyaccel_nas
