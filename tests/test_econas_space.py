@@ -139,10 +139,9 @@ def test_network_reductions_and_macs():
     (lambda: FactorizedReduce(6, 5), 6, 7, True),  # odd: the shifted conv reads a row and column of padding
     (lambda: FactorizedReduce(6, 5), 6, 8, True),  # even: it reads x's odd rows and columns alone
     (lambda: ReLUConvBN(6, 5, 1, 2, 0), 6, 7, True),
-    # wide inputs on small output planes: oneDNN's product over the batch is faster, so it stays unfused
-    (lambda: ReLUConvBN(256, 5, 1, 1, 0), 256, 8, False),
-    (lambda: FactorizedReduce(256, 5), 256, 16, False),
-    (lambda: ReLUConvBN(256, 5, 1, 1, 0), 256, 9, True),
+    (lambda: ReLUConvBN(256, 5, 1, 1, 0), 256, 8, True),
+    (lambda: FactorizedReduce(256, 5), 256, 16, True),
+    (lambda: ReLUConvBN(6, 5, 3, 1, 1), 6, 7, False),  # a 3x3 conv: the modules run as they are
 ])
 def test_cell_preprocessing_runs_fused_with_the_unfused_state_outputs_gradients_and_macs(make, channels, side,
                                                                                          runs_fused):

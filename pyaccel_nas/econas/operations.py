@@ -4,9 +4,10 @@ The separable and dilated convolutions are :mod:`pyaccel_nas.nn`'s DARTS-compati
 ``DilConv``, which run on the fused ``sep_conv2d`` op (or its reference with ``set_fused(model, False)``).
 The cell-input preprocessing (``ReLUConvBN`` with a 1x1 conv, ``FactorizedReduce``) runs its ReLU and 1x1
 convs as ``sep_conv2d`` with an identity depthwise part when fused: one pass instead of a ReLU, a copy and
-oneDNN's 1x1 conv, which is slow on the small planes of proxies (2.8-3.6x slower, fwd+bwd, at 9-36 channels
-on 2x2-8x8 planes; 1.6-2.4x at 16x16 and 32x32; ``benchmarks/NOTES.md``). Unfused, they run module by
-module, as DARTS does.
+oneDNN's 1x1 conv (fwd+bwd 1.4-5x faster on the preprocessing shapes of the c4r4 proxy and of DARTS'
+evaluation networks, 1.1-1.2x on their last stage, 8x8 planes of 256-576 channels;
+``python -m benchmarks.relu_conv1x1``, ``benchmarks/NOTES.md``). Unfused, they run module by module, as
+DARTS does.
 """
 
 from __future__ import annotations
@@ -31,14 +32,6 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
-def _fused_preprocessing_pays(x: torch.Tensor, conv: nn.Conv2d) -> bool:
-    """Whether ReLU -> the 1x1 ``conv`` of ``x`` is faster as one sep_conv2d. Not on output planes of at most
-    64 pixels with 256 input channels or more (the last stage of DARTS' evaluation networks): the fused op
-    multiplies image by image, oneDNN in one product over the batch, which wins there (0.8x fused)."""
-    pixels = -(-x.shape[-2] // conv.stride[0]) * -(-x.shape[-1] // conv.stride[1])
-    return pixels > 64 or conv.in_channels < 256
-
-
 def _relu_conv1x1(module: FusableModule, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """ReLU -> the 1x1 ``conv`` as one fused ``sep_conv2d``: its depthwise part multiplies by the module's
     ``identity`` buffer of ones (a 1x1 depthwise conv that changes nothing)."""
@@ -58,7 +51,7 @@ class FactorizedReduce(FusableModule):
         self.register_buffer("identity", torch.ones(C_in, 1, 1, 1), persistent=False)  # not in the state_dict
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused and _fused_preprocessing_pays(x, self.conv_1):
+        if self.fused:
             # Both convs are 1x1 at stride 2: conv_1 reads x's even rows and columns, conv_2 (shifted by a pixel)
             # its odd ones, and for an odd size a last row and column of the padding. Both quarters are
             # gathered in one copy and each conv runs at stride 1 on its own: x is read once and one gradient
@@ -90,8 +83,7 @@ class ReLUConvBN(nn.Sequential, FusableModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, conv, bn = self
-        if not (self.fused and conv.kernel_size == (1, 1) and conv.padding == (0, 0)
-                and _fused_preprocessing_pays(x, conv)):
+        if not (self.fused and conv.kernel_size == (1, 1) and conv.padding == (0, 0)):
             return super().forward(x)
         return bn(_relu_conv1x1(self, x, conv))
 
