@@ -86,12 +86,13 @@ def test_matches_reference_random_shapes(
         (2, 33, 48, 10, 21, 3, dict(stride=1, padding=1, dilation=1, pre_relu=True)),
         (3, 40, 36, 12, 12, 3, dict(stride=1, padding=1, dilation=1, pre_relu=True)),
         (9, 36, 40, 6, 6, 5, dict(stride=2, padding=4, dilation=2, pre_relu=False)),
-        # 1x1 without padding: the pointwise path (one run of pixels with a tail; stride 2 on odd and even
-        # widths; stride 3; small planes several images share, on the BLAS)
+        # 1x1 without padding, 64 output pixels and more: the pointwise path (one run of pixels with a tail;
+        # stride 2 on odd and even widths; stride 3; on the BLAS). Fewer pixels: channels-innermost (the last)
         (2, 7, 13, 37, 35, 1, dict(stride=1, padding=0, dilation=1, pre_relu=True)),
         (3, 9, 20, 38, 37, 1, dict(stride=2, padding=0, dilation=2, pre_relu=True)),
         (2, 6, 5, 17, 30, 1, dict(stride=(1, 2), padding=0, dilation=1, pre_relu=False)),
-        (2, 6, 5, 17, 29, 1, dict(stride=(3, 3), padding=0, dilation=1, pre_relu=True)),
+        (2, 6, 5, 29, 29, 1, dict(stride=(3, 3), padding=0, dilation=1, pre_relu=True)),
+        (3, 40, 36, 16, 9, 1, dict(stride=(2, 1), padding=0, dilation=1, pre_relu=True)),
         (21, 40, 36, 5, 6, 1, dict(stride=(2, 1), padding=0, dilation=1, pre_relu=True)),
     ],
 )
@@ -132,11 +133,12 @@ def test_baseline_isa_kernels_match_reference():
 
 @pytest.mark.parametrize("w", [8, 20])  # float32 on the CPU, 3x3: the channels-innermost and the phase-split path
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("k", [3, 1])  # 1x1 without padding: the pointwise path
+@pytest.mark.parametrize("k", [3, 1])  # 1x1 without padding: the pointwise path (but 8 wide at stride 2)
 def test_nan_input_propagates_like_relu(device, w, stride, k):
     """NaN in x: the output is NaN where the reference's is, and grad_x passes the gradient there, as torch's
     relu does (its derivative is zero only where x <= 0)."""
-    x, dw, pw, b = make_inputs(3, 9, 5, 10, w, k, k, dtype=torch.float32, device=device, seed=w)
+    # 1x1: 20 rows, so that stride 2 on the 20-wide input has the pointwise path's 64 output pixels
+    x, dw, pw, b = make_inputs(3, 9, 5, 10 if k == 3 else 20, w, k, k, dtype=torch.float32, device=device, seed=w)
     nans = [(0, 2, 4, 3), (2, 8, 9, w - 1)] if k == 3 else [(0, 2, 4, 2), (2, 8, 8, w - 2)]  # pixels a 1x1 reads
     for at in nans:
         x[at] = float("nan")

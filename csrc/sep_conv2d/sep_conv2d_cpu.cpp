@@ -47,9 +47,12 @@
 namespace pyaccel_nas {
 namespace {
 
-// Whether the depthwise part is a per-channel scale (see the pointwise path in sep_conv2d_kernels.inc).
+// Whether the pointwise path runs: the depthwise part is a per-channel scale (see sep_conv2d_kernels.inc) and
+// an image has 64 output pixels or more. Below, its loops over each (image, channel) plane cost more than the
+// channels-innermost path's transposes (fwd+bwd, interleaved: 96x72x2x2 -> 36 358 us against 195, 96x72x4x4
+// -> 18 439 against 381, 96x18x6x6 412 against 372; from 8x8 it wins: 96x36x8x8 -> 9 561 against 751).
 bool is_pointwise(const SepConv2dShape& s) {
-  return s.kernel_h == 1 && s.kernel_w == 1 && s.pad_h == 0 && s.pad_w == 0;
+  return s.kernel_h == 1 && s.kernel_w == 1 && s.pad_h == 0 && s.pad_w == 0 && s.out_h * s.out_w >= 64;
 }
 
 // Geometry of the phase-split plane buffers (see build_plane in sep_conv2d_kernels.inc).
