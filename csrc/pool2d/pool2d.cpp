@@ -103,8 +103,8 @@ at::Tensor backward_impl(const at::Tensor& grad_y_in, const at::Tensor& x_in, c1
   if (grad_x.numel() == 0) return grad_x;
   s.channels_last = format != at::MemoryFormat::Contiguous;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "pool2d_backward_cpu", [&] {
-    pool2d_backward_cpu<scalar_t>(s, grad_y.const_data_ptr<scalar_t>(), grad_y.stride(0), x.const_data_ptr<scalar_t>(),
-                                  grad_x.mutable_data_ptr<scalar_t>());
+    pool2d_backward_cpu<scalar_t>(s, grad_y.const_data_ptr<scalar_t>(), grad_y.stride(0),
+                                  x.const_data_ptr<scalar_t>(), grad_x.mutable_data_ptr<scalar_t>());
   });
   return grad_x;
 }
