@@ -118,9 +118,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
   const c10::OptionalDeviceGuard guard(x_in.device());
   const auto format = output_memory_format(x_in);
   const at::Tensor x = x_in.contiguous(format);
-  // channels-first, grad_y's images may lie any distance apart (images_dense)
-  const at::Tensor grad_y =
-      format == at::MemoryFormat::Contiguous && images_dense(grad_y_in) ? grad_y_in : grad_y_in.contiguous(format);
+  const at::Tensor grad_y = with_dense_images(grad_y_in, format);  // channels-first: images any distance apart
   const int64_t C = x.size(1);
   if (x.numel() == 0) {
     return {at::empty(x.sizes(), x.options().memory_format(format)), at::zeros({C}, x.options()),

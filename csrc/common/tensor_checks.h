@@ -23,16 +23,17 @@ inline at::MemoryFormat output_memory_format(const at::Tensor& t) {
   return at::MemoryFormat::Contiguous;
 }
 
-// Whether each image t[n] is dense (contiguous), wherever the images start: a channel slice of a concatenation
-// (its backward hands such slices on as gradients), which channels-first kernels can read in place given
-// stride(0).
-inline bool images_dense(const at::Tensor& t) {
+// t as a kernel reading dense images `stride(0)` apart takes it: t itself when it is channels-first
+// (`format` Contiguous) and each image t[n] is dense wherever the images start -- a channel slice of a
+// concatenation, as its backward hands gradients on -- else a copy in `format`.
+inline at::Tensor with_dense_images(const at::Tensor& t, at::MemoryFormat format) {
+  if (format != at::MemoryFormat::Contiguous) return t.contiguous(format);
   int64_t expected = 1;
   for (int64_t d = t.dim() - 1; d >= 1; --d) {
-    if (t.size(d) != 1 && t.stride(d) != expected) return false;
+    if (t.size(d) != 1 && t.stride(d) != expected) return t.contiguous();
     expected *= t.size(d);
   }
-  return true;
+  return t;
 }
 
 // Sizes beyond this are rejected before any index arithmetic could overflow.

@@ -91,9 +91,7 @@ at::Tensor backward_impl(const at::Tensor& grad_y_in, const at::Tensor& x_in, c1
   const c10::OptionalDeviceGuard guard(x_in.device());
   const auto format = output_memory_format(x_in);
   const at::Tensor x = x_in.contiguous(format);
-  // channels-first, grad_y's images may lie any distance apart (images_dense)
-  const at::Tensor grad_y =
-      format == at::MemoryFormat::Contiguous && images_dense(grad_y_in) ? grad_y_in : grad_y_in.contiguous(format);
+  const at::Tensor grad_y = with_dense_images(grad_y_in, format);  // channels-first: images any distance apart
   if (x.is_cuda()) {
     if (!s.max) return at::avg_pool2d_backward(grad_y, x, kernel, stride, padding, false, count_include_pad, std::nullopt);
     const auto indices = std::get<1>(at::max_pool2d_with_indices(x, kernel, stride, padding, {1, 1}, false));
