@@ -32,10 +32,11 @@ class Zero(nn.Module):
         return x[:, :, :: self.stride, :: self.stride].mul(0.0)
 
 
-def _relu_conv1x1(module: FusableModule, x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """ReLU -> the 1x1 ``conv`` as one fused ``sep_conv2d``: its depthwise part multiplies by the module's
-    ``identity`` buffer of ones (a 1x1 depthwise conv that changes nothing)."""
-    return module.ops.sep_conv2d(x, module.identity, conv.weight, conv.bias, stride=conv.stride, pre_relu=True)
+def _relu_conv1x1(module: FusableModule, x: torch.Tensor, conv: nn.Conv2d, stride=None) -> torch.Tensor:
+    """ReLU -> the 1x1 ``conv`` (at ``stride``, default the conv's) as one fused ``sep_conv2d``: its depthwise
+    part multiplies by the module's ``identity`` buffer of ones (a 1x1 depthwise conv that changes nothing)."""
+    stride = conv.stride if stride is None else stride
+    return module.ops.sep_conv2d(x, module.identity, conv.weight, conv.bias, stride=stride, pre_relu=True)
 
 
 class FactorizedReduce(FusableModule):
@@ -63,8 +64,8 @@ class FactorizedReduce(FusableModule):
                 x = nn.functional.pad(x, (0, width % 2, 0, height % 2))
             pixels = x.unflatten(3, (x.shape[3] // 2, 2)).unflatten(2, (x.shape[2] // 2, 2))
             even, odd = pixels.diagonal(dim1=3, dim2=5).permute(4, 0, 1, 2, 3).contiguous().unbind(0)
-            return self.bn(torch.cat([self.ops.sep_conv2d(quarter, self.identity, conv.weight, conv.bias, pre_relu=True)
-                                      for quarter, conv in ((even, self.conv_1), (odd, self.conv_2))], dim=1))
+            return self.bn(torch.cat([_relu_conv1x1(self, even, self.conv_1, stride=1),
+                                      _relu_conv1x1(self, odd, self.conv_2, stride=1)], dim=1))
         x = self.relu(x)
         # odd sizes: pad so the shifted branch has as many pixels as the first
         shifted = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
