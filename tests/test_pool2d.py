@@ -69,6 +69,18 @@ def test_darts_pools_float32(device, size, stride, mode, layout):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("padding", [0, 1, 2])
+@pytest.mark.parametrize("width", [16, 35])
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_stride_two_moves_whole_vectors_of_columns(mode, width, padding, dtype):
+    """At stride 2 the CPU kernel splits each input row into even and odd columns (and merges the gradient
+    back) a pair of vectors at a time: the padding decides which phase takes the even columns, an odd width
+    leaves a tail."""
+    x = make_input((2, 3, 5, width), dtype=dtype, seed=4)
+    check_pool2d(x, mode, 5, 2, padding)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_baseline_isa_kernels_match_reference(dtype):
     """The kernels compiled for baseline x86-64 (PYACCEL_NAS_CPU_BASELINE=1) agree with the reference too."""
     run_with_baseline_isa(
