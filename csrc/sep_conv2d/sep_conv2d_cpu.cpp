@@ -11,8 +11,9 @@
 // Backward, per image or unit of small images (parallel over units in fixed chunks, weight gradients summed
 // per chunk and then in chunk order, in double: deterministic for a given thread count): the depthwise
 // result of the unit is recomputed, grad_pw += grad_y D^T and grad_D = pw^T grad_y are two small GEMMs, and the depthwise
-// backward runs one channel at a time on the same phase-split planes (grad_dw as dot products, grad_x as a
-// transposed convolution into a padded plane, then written once with the ReLU mask).
+// backward runs one channel at a time on the same phase-split planes, kept from the recomputation where they fit
+// (grad_dw as dot products, grad_x as a transposed convolution into a padded plane, then written once with the
+// ReLU mask).
 //
 // A 1x1 depthwise kernel without padding (the cell-input preprocessing: ReLU -> 1x1 conv, run with a depthwise
 // part of ones) takes a pointwise path: its depthwise part only scales each channel, so the input is read
@@ -64,6 +65,7 @@ struct PlaneGeom {
   int64_t qsize;           // rows * RP: one phase
   int64_t plane_size;      // stride_w * qsize
   const int64_t* off;      // kernel_w offsets of the column taps inside the buffer
+  int64_t kept_planes;     // backward: planes kept from the depthwise recomputation (see keep_planes)
 };
 
 PlaneGeom plane_geom(const SepConv2dShape& s, int64_t rows, int64_t lanes, std::vector<int64_t>& off) {
@@ -103,14 +105,22 @@ int64_t forward_scratch(const PlaneGeom& g, const InnerGeom& ig, int64_t out_pix
   return ig.pitch ? ig.image + ig.flat + out_pixels * ig.pitch : g.plane_size;
 }
 
-// The same for the backward of `group` images: the plane, its gradient and one padded row-block of the
-// result's gradient; or each image's channels-innermost input and depthwise result, one image's input
+// The same for the backward of `group` images: the plane, its gradient, one padded row-block of the
+// result's gradient and the kept planes; or each image's channels-innermost input and depthwise result, one image's input
 // gradient, the depthwise weight-gradient accumulators, the unit's grad_pw (C_out rows of pitch) and one
 // flat image.
 int64_t backward_scratch(const SepConv2dShape& s, const PlaneGeom& g, const InnerGeom& ig, int64_t group) {
-  if (!ig.pitch) return 2 * g.plane_size + s.out_h * g.WoP;
+  if (!ig.pitch) return (2 + g.kept_planes) * g.plane_size + s.out_h * g.WoP;
   const int64_t results = group * s.out_h * s.out_w, taps = s.kernel_h * s.kernel_w;
   return (group + 1) * ig.image + (results + taps + s.out_channels) * ig.pitch + ig.flat;
+}
+
+// The phase-split backward builds each (channel, image) plane of its unit twice, for the depthwise result
+// it recomputes and for that part's backward, unless it keeps them: it does when all of them fit in 256 KiB
+// (with the unit's result and its gradient they stay within L2), and builds them again otherwise.
+int64_t keep_planes(const SepConv2dShape& s, const PlaneGeom& g, int64_t group, int64_t element_size) {
+  const int64_t planes = s.channels * group;
+  return planes * g.plane_size * element_size <= (int64_t(256) << 10) ? planes : 0;
 }
 
 }  // namespace
@@ -258,10 +268,11 @@ void sep_conv2d_backward_cpu(const SepConv2dShape& s, const T* grad_y, const T* 
   const int64_t C = s.channels, Co = s.out_channels, Ho = s.out_h, Wo = s.out_w, taps = s.kernel_h * s.kernel_w;
   std::vector<int64_t> off, tap_off;
   const int64_t rows = (Ho - 1) * s.stride_h + s.dilation_h * (s.kernel_h - 1) + 1;
-  const PlaneGeom g = plane_geom(s, rows, lanes, off);
+  PlaneGeom g = plane_geom(s, rows, lanes, off);
   const InnerGeom ig = inner_geom(s, lanes, tap_off);
   const std::vector<T> dw_t = ig.pitch ? filters_by_tap(s, ig, dw) : std::vector<T>();
   const int64_t group = images_per_unit(s), groups = (s.batch + group - 1) / group;
+  if (!ig.pitch && !is_pointwise(s)) g.kept_planes = keep_planes(s, g, group, sizeof(T));
   const int64_t pixels = group * Ho * Wo;
   const int64_t ws_size =
       backward_scratch(s, g, ig, group) + 2 * C * pixels + lanes + (group > 1 ? Co * pixels : 0);
