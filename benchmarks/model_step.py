@@ -12,7 +12,11 @@ c4r2), whose step is the weight step of a search step (the alpha step is the sam
 batch). A step is forward, cross-entropy, backward and an SGD update; the three variants start from the
 same weights and the same batch, and the report checks that their losses and gradients agree before
 timing. Besides the time it reports the bytes the forward keeps alive for the backward (the
-activation memory of a training step). Results go to ``benchmarks/results/model_step_*.json``.
+activation memory of a training step) and the minor page faults of a step: glibc gives large freed blocks
+back to the OS, so a variant that allocates more also pays for faulting fresh pages in. To time the
+variants with an allocator that keeps freed memory instead, run it under glibc's
+``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=68719476736`` (recorded in the results). Results
+go to ``benchmarks/results/model_step_*.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import copy
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -140,6 +145,10 @@ def main(argv: list[str] | None = None) -> dict:
         "step_ms": ms,
         "step_ms_range": {name: [1e3 * min(s.seconds), 1e3 * max(s.seconds)] for name, s in samples.items()},
         "samples": {name: len(s.seconds) for name, s in samples.items()},
+        # fresh pages a step touches: glibc returns large freed blocks to the OS, so a step that allocates more
+        # pays page faults (MALLOC_* variables, recorded below, make it keep them)
+        "faults_per_step": {name: s.faults_per_call for name, s in samples.items()},
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "eager/fused": ms["eager"] / ms["fused"],
         "compiled/fused": ms["compiled"] / ms["fused"] if "compiled" in ms else None,
         "saved_mib": saved,
@@ -147,7 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
         "agreement": errors,
         "busy_others": load.cores(),
     }  # fmt: skip
-    print(json.dumps({k: result[k] for k in ("network", "step_ms", "eager/fused", "compiled/fused", "saved_mib")},
+    print(json.dumps({k: result[k] for k in ("network", "step_ms", "eager/fused", "compiled/fused", "saved_mib",
+                                             "faults_per_step")},
                      indent=1))  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     m = result["machine"]
