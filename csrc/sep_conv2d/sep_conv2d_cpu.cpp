@@ -20,9 +20,10 @@
 // straight into the GEMM's [C][pixels] buffer, and the backward writes grad_x in one pass over each plane.
 //
 // Output rows narrower than two vectors (8x8 and smaller planes; see use_channels_inner) take a
-// channels-innermost path instead: each image is transposed to [pixel][channel] (register-tile transposes),
-// the depthwise part and its backward run over vectors of channels, grad_pw is a GEMM over the pixels, and
-// results go back to NCHW through the same transposes. The pointwise GEMMs are shared by both paths.
+// channels-innermost path instead: each image is transposed to [pixel][channel] (register-tile transposes
+// straight into a zero-padded image), the depthwise part and its backward run over vectors of channels, the
+// pointwise GEMMs take the [pixel][channel] results as transposed operands (on the BLAS; gemm.inc's need
+// them transposed to [channel][pixel] first), and grad_x goes back to NCHW through the same transposes.
 //
 // The kernel bodies (sep_conv2d_kernels.inc, on the vectors and GEMMs of common/simd.inc and gemm.inc) are
 // compiled twice: for AVX2+FMA and for the compiler's baseline target; the AVX2 version is used when the
@@ -94,25 +95,24 @@ PlaneGeom plane_geom(const SepConv2dShape& s, int64_t rows, int64_t lanes, std::
 // plane. pitch == 0: the path is not used.
 struct InnerGeom {
   int64_t pitch, padded_h, padded_w;
-  int64_t image;           // padded_h * padded_w * pitch
-  int64_t flat;            // in_h * in_w * pitch: one image without the padding
-  const int64_t* tap_off;  // element offset of each kernel tap from the tap (0, 0) of an output pixel
+  int64_t image;            // padded_h * padded_w * pitch
+  const int64_t* tap_off;   // element offset of each kernel tap from the tap (0, 0) of an output pixel
+  const int64_t* pixel_at;  // element offset of input pixel hi * in_w + wi inside the padded image
 };
 
 // Workspace elements in front of the depthwise result: the phase-split plane, or the channels-innermost
-// image (padded and flat) and the depthwise result of out_pixels pixels in that layout.
+// image and the depthwise result of out_pixels pixels in that layout.
 int64_t forward_scratch(const PlaneGeom& g, const InnerGeom& ig, int64_t out_pixels) {
-  return ig.pitch ? ig.image + ig.flat + out_pixels * ig.pitch : g.plane_size;
+  return ig.pitch ? ig.image + out_pixels * ig.pitch : g.plane_size;
 }
 
 // The same for the backward of `group` images: the plane, its gradient, one padded row-block of the
-// result's gradient and the kept planes; or each image's channels-innermost input and depthwise result, one image's input
-// gradient, the depthwise weight-gradient accumulators, the unit's grad_pw (C_out rows of pitch) and one
-// flat image.
+// result's gradient and the kept planes; or each image's channels-innermost input and depthwise result, one
+// image's input gradient, the depthwise weight-gradient accumulators and the unit's grad_pw (C_out rows of pitch).
 int64_t backward_scratch(const SepConv2dShape& s, const PlaneGeom& g, const InnerGeom& ig, int64_t group) {
   if (!ig.pitch) return (2 + g.kept_planes) * g.plane_size + s.out_h * g.WoP;
   const int64_t results = group * s.out_h * s.out_w, taps = s.kernel_h * s.kernel_w;
-  return (group + 1) * ig.image + (results + taps + s.out_channels) * ig.pitch + ig.flat;
+  return (group + 1) * ig.image + (results + taps + s.out_channels) * ig.pitch;
 }
 
 // The phase-split backward builds each (channel, image) plane of its unit twice, for the depthwise result
@@ -172,19 +172,24 @@ Kernels<T> kernels() {
 // channels-innermost; benchmarks/NOTES.md, sep_conv2d version 3).
 bool use_channels_inner(const SepConv2dShape& s, int64_t lanes) { return !is_pointwise(s) && s.out_w < 2 * lanes; }
 
-InnerGeom inner_geom(const SepConv2dShape& s, int64_t lanes, std::vector<int64_t>& tap_off) {
+InnerGeom inner_geom(const SepConv2dShape& s, int64_t lanes, std::vector<int64_t>& tap_off,
+                     std::vector<int64_t>& pixel_at) {
   if (!use_channels_inner(s, lanes)) return InnerGeom{};
   InnerGeom ig{};
   ig.pitch = (s.channels + lanes - 1) / lanes * lanes;
   ig.padded_h = s.in_h + 2 * s.pad_h;
   ig.padded_w = s.in_w + 2 * s.pad_w;
   ig.image = ig.padded_h * ig.padded_w * ig.pitch;
-  ig.flat = s.in_h * s.in_w * ig.pitch;
   tap_off.resize(static_cast<size_t>(s.kernel_h * s.kernel_w));
   for (int64_t ki = 0; ki < s.kernel_h; ++ki)
     for (int64_t kj = 0; kj < s.kernel_w; ++kj)
       tap_off[ki * s.kernel_w + kj] = (ki * s.dilation_h * ig.padded_w + kj * s.dilation_w) * ig.pitch;
   ig.tap_off = tap_off.data();
+  pixel_at.resize(static_cast<size_t>(s.in_h * s.in_w));
+  for (int64_t hi = 0; hi < s.in_h; ++hi)
+    for (int64_t wi = 0; wi < s.in_w; ++wi)
+      pixel_at[hi * s.in_w + wi] = ((hi + s.pad_h) * ig.padded_w + wi + s.pad_w) * ig.pitch;
+  ig.pixel_at = pixel_at.data();
   return ig;
 }
 
@@ -214,13 +219,17 @@ class Workspace {
   std::vector<T> storage_;
 };
 
-// Images per work unit. Below ~64 output pixels per image (the 4x4 and 2x2 planes of a network's last cells
-// under a r4 proxy) the pointwise GEMM of one image is mostly vector tails and call overhead, so several whole
-// images share one GEMM. Depends on the shape only, so results do not depend on the thread count.
-int64_t images_per_unit(const SepConv2dShape& s) {
-  constexpr int64_t kMinGemmPixels = 64;
+// Images per work unit. An image with few output pixels makes a pointwise GEMM of mostly vector tails and
+// call overhead, so several whole images share one: until it has 64 pixels on the phase-split path and 256 on
+// the channels-innermost one, whose per-unit costs (BLAS calls, the unit's weight-gradient sums) are larger
+// (fwd+bwd, 2 threads: 144x8x8 4.63 -> 4.17 ms, 96x6x6 1.86 -> 1.58, 64x8x8 1.64 -> 1.47, no shape slower;
+// benchmarks/NOTES.md, session 15). At least 8 units, so small batches still spread over the threads. Depends
+// on the shape only, so results do not depend on the thread count.
+int64_t images_per_unit(const SepConv2dShape& s, int64_t lanes) {
+  const int64_t gemm_pixels = use_channels_inner(s, lanes) ? 256 : 64;
   const int64_t P = std::max<int64_t>(1, s.out_h * s.out_w);
-  return std::max<int64_t>(1, std::min<int64_t>(s.batch, kMinGemmPixels / P));
+  const int64_t most = std::max<int64_t>(1, s.batch / 8);
+  return std::max<int64_t>(1, std::min<int64_t>(most, gemm_pixels / P));
 }
 
 
@@ -231,7 +240,7 @@ void sep_conv2d_forward_cpu(const SepConv2dShape& s, const T* x, const T* dw, co
   const Kernels<T> k = kernels<T>();
   const int64_t lanes = 32 / static_cast<int64_t>(sizeof(T));
   const int64_t C = s.channels, Co = s.out_channels, Ho = s.out_h, Wo = s.out_w;
-  const int64_t group = images_per_unit(s);
+  const int64_t group = images_per_unit(s, lanes);
   // One image: bands of output rows, so the depthwise buffer of a band (C x rows x W_out) stays within
   // ~256 KiB (L2) and there are enough (image, band) units to keep every thread busy. Several images: whole
   // planes (they are small).
@@ -243,13 +252,13 @@ void sep_conv2d_forward_cpu(const SepConv2dShape& s, const T* x, const T* dw, co
     while (band > 1 && s.batch * ((Ho + band - 1) / band) < 4 * threads) band = (band + 1) / 2;
   }
   const int64_t bands = (Ho + band - 1) / band, groups = (s.batch + group - 1) / group;
-  std::vector<int64_t> off, tap_off;
+  std::vector<int64_t> off, tap_off, pixel_at;
   const int64_t rows = (band - 1) * s.stride_h + s.dilation_h * (s.kernel_h - 1) + 1;
   const PlaneGeom g = plane_geom(s, rows, lanes, off);
-  const InnerGeom ig = inner_geom(s, lanes, tap_off);
+  const InnerGeom ig = inner_geom(s, lanes, tap_off, pixel_at);
   const std::vector<T> dw_t = ig.pitch ? filters_by_tap(s, ig, dw) : std::vector<T>();
   const int64_t pixels = group * band * Wo;
-  const int64_t ws_size = forward_scratch(g, ig, band * Wo) + C * pixels + lanes + (group > 1 ? Co * pixels : 0);
+  const int64_t ws_size = forward_scratch(g, ig, pixels) + C * pixels + lanes + (group > 1 ? Co * pixels : 0);
   at::parallel_for(0, groups * bands, 1, [&](int64_t begin, int64_t end) {
     Workspace<T> ws(ws_size);
     for (int64_t u = begin; u < end; ++u) {
@@ -266,12 +275,12 @@ void sep_conv2d_backward_cpu(const SepConv2dShape& s, const T* grad_y, const T* 
   const Kernels<T> k = kernels<T>();
   const int64_t lanes = 32 / static_cast<int64_t>(sizeof(T));
   const int64_t C = s.channels, Co = s.out_channels, Ho = s.out_h, Wo = s.out_w, taps = s.kernel_h * s.kernel_w;
-  std::vector<int64_t> off, tap_off;
+  std::vector<int64_t> off, tap_off, pixel_at;
   const int64_t rows = (Ho - 1) * s.stride_h + s.dilation_h * (s.kernel_h - 1) + 1;
   PlaneGeom g = plane_geom(s, rows, lanes, off);
-  const InnerGeom ig = inner_geom(s, lanes, tap_off);
+  const InnerGeom ig = inner_geom(s, lanes, tap_off, pixel_at);
   const std::vector<T> dw_t = ig.pitch ? filters_by_tap(s, ig, dw) : std::vector<T>();
-  const int64_t group = images_per_unit(s), groups = (s.batch + group - 1) / group;
+  const int64_t group = images_per_unit(s, lanes), groups = (s.batch + group - 1) / group;
   if (!ig.pitch && !is_pointwise(s)) g.kept_planes = keep_planes(s, g, group, sizeof(T));
   const int64_t pixels = group * Ho * Wo;
   const int64_t ws_size =
